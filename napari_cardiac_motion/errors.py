@@ -1,0 +1,21 @@
+"""Exceptions with messages meant for the user: each says what is wrong and how to fix it."""
+
+
+class CardiacMotionError(Exception):
+    """Base class of every error the plugin shows to a user (CLI one-liner or napari notification)."""
+
+
+class InputError(CardiacMotionError, ValueError):
+    """The image, labels or folder given cannot be used (wrong dimensions, empty, NaN, corrupt...)."""
+
+
+class CheckpointError(CardiacMotionError):
+    """A model checkpoint is missing, corrupt, or not a napari-cardiac-motion checkpoint."""
+
+
+class DeviceError(CardiacMotionError):
+    """A requested compute device (cuda, mps) is not available on this machine."""
+
+
+class CancelledError(CardiacMotionError):
+    """The user cancelled a long-running job (inference, training)."""

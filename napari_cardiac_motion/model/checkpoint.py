@@ -1,0 +1,109 @@
+"""Checkpoint files: architecture config + weights + metadata, saved atomically.
+
+A checkpoint is a ``torch.save`` dict::
+
+    {"format": "napari-cardiac-motion", "format_version": 1,
+     "config": JointConfig.to_dict(), "state_dict": ..., "metadata": {"name", "version", ...}}
+
+It is loaded with ``weights_only=True`` (no arbitrary code runs when a file is opened).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .network import JointConfig, JointMotionSegNet
+
+FORMAT = "napari-cardiac-motion"
+FORMAT_VERSION = 1
+DEFAULT_CHECKPOINT_NAME = "default.pt"
+
+
+def default_checkpoint_path() -> Path:
+    """Path of the model shipped inside the package."""
+    return Path(str(resources.files("napari_cardiac_motion") / "checkpoints" / DEFAULT_CHECKPOINT_NAME))
+
+
+def save_checkpoint(model: JointMotionSegNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``extra`` holds additional tensors/values (e.g. optimiser state for resuming training).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    if extra:
+        payload["extra"] = extra
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint dict (see module docstring); raise :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"Model checkpoint '{path}' does not exist. Choose an existing .pt file, or leave the model "
+            "empty to use the shipped default model."
+        )
+    if path.is_dir() or path.stat().st_size == 0:
+        raise CheckpointError(f"Model checkpoint '{path}' is empty or a folder; choose a .pt checkpoint file.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, pickle of arbitrary objects, truncated file...
+        raise CheckpointError(
+            f"Model checkpoint '{path}' cannot be read ({type(exc).__name__}); the file is corrupt or not a "
+            "napari-cardiac-motion checkpoint. Use the shipped default model or re-save the checkpoint."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"'{path}' is a torch file but not a napari-cardiac-motion checkpoint (no architecture config). "
+            "Checkpoints are written by 'napari-cardiac-motion train' or 'finetune'."
+        )
+    if int(payload.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint '{path}' has format version {payload.get('format_version')}, newer than this plugin "
+            f"understands ({FORMAT_VERSION}). Upgrade napari-cardiac-motion."
+        )
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+                    ) -> tuple[JointMotionSegNet, dict[str, Any]]:
+    """Build the network from a checkpoint (default: the shipped one); returns ``(model in eval mode, metadata)``."""
+    path = default_checkpoint_path() if path is None or str(path) == "" else Path(path)
+    payload = read_checkpoint(path)
+    try:
+        model = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not match the network architecture ({exc}). It may come from another "
+            "version of the plugin; use the shipped default model."
+        ) from None
+    metadata = dict(payload.get("metadata", {}))
+    metadata.setdefault("name", path.stem)
+    metadata["path"] = str(path)
+    model.to(device).eval()
+    return model, metadata

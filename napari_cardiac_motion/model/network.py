@@ -1,0 +1,224 @@
+"""Joint motion-estimation and segmentation network (Qin et al., MICCAI 2018).
+
+One shared multi-scale encoder (VGG-like: 3×3 conv + BN + ReLU, each stage after the first
+down-samples by a stride-2 3×3 conv) is applied Siamese-style to the ED frame and to every frame.
+
+* Segmentation branch (FCN): every scale → 3×3 conv to ``head`` channels → upsample to full size →
+  concatenate → 1×1 conv → 1×1 conv + BN + ReLU → 1×1 conv to 4 classes.
+* Motion branch: at every scale concatenate ED and frame-t features → 3×3 conv to ``head`` →
+  upsample → concatenate → 1×1 convs → a convolutional GRU over time → 2-channel flow ``(dy, dx)``
+  in pixels (from frame t to ED: ``frame_t(p) ≈ frame_ED(p + u_t(p))``).
+
+Axis orders: a frame batch is ``(B, 1, H, W)``; a sequence ``(B, T, 1, H, W)``. H and W may be any
+size: inputs are zero-padded to a multiple of 16 internally and outputs cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..conventions import NUM_CLASSES
+
+
+@dataclass
+class JointConfig:
+    """Architecture hyper-parameters (stored in every checkpoint).
+
+    Attributes:
+        channels: encoder width per scale (paper: 64/128/256/512/512).
+        head: channels of each per-scale branch feature (paper: 64).
+        gru_hidden: hidden channels of the convolutional GRU of the motion branch.
+        max_flow: bound on |displacement| per component, pixels (tanh × max_flow).
+        input_size: frames are centre-cropped / zero-padded to this (H, W) before the network.
+        motion_stride: the motion branch (fusion + GRU) runs at 1/stride resolution and its flow is
+            upsampled bilinearly (motion is smooth; this makes the branch ~4× cheaper on a CPU).
+    """
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 128)
+    head: int = 24
+    gru_hidden: int = 16
+    max_flow: float = 24.0
+    input_size: tuple[int, int] = (192, 192)
+    motion_stride: int = 2
+    num_classes: int = field(default=NUM_CLASSES)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JointConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "channels" in known:
+            known["channels"] = tuple(int(c) for c in known["channels"])
+        if "input_size" in known:
+            known["input_size"] = tuple(int(c) for c in known["input_size"])
+        return cls(**known)
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Encoder(nn.Module):
+    """Five-scale encoder; returns features at strides 1, 2, 4, 8, 16."""
+
+    def __init__(self, channels: tuple[int, ...]):
+        super().__init__()
+        stages = []
+        cin = 1
+        for i, c in enumerate(channels):
+            layers = [] if i == 0 else [_conv_bn_relu(cin, c, stride=2)]
+            layers += [_conv_bn_relu(cin if i == 0 else c, c), _conv_bn_relu(c, c)]
+            stages.append(nn.Sequential(*layers))
+            cin = c
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class MultiScaleFusion(nn.Module):
+    """3×3 conv per scale to ``head`` channels, upsample to the first scale's size, concatenate."""
+
+    def __init__(self, in_channels: list[int], head: int):
+        super().__init__()
+        self.convs = nn.ModuleList(_conv_bn_relu(c, head) for c in in_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        outs = []
+        for conv, f in zip(self.convs, feats):
+            y = conv(f)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            outs.append(y)
+        return torch.cat(outs, dim=1)
+
+
+class ConvGRUCell(nn.Module):
+    """Convolutional GRU cell (3×3 gates)."""
+
+    def __init__(self, cin: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(cin + hidden, 2 * hidden, 3, padding=1)
+        self.cand = nn.Conv2d(cin + hidden, hidden, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+        if h is None:
+            h = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
+        z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, dim=1)
+        c = torch.tanh(self.cand(torch.cat([x, r * h], 1)))
+        return (1 - z) * h + z * c
+
+
+class JointMotionSegNet(nn.Module):
+    """The joint network. See the module docstring for the architecture and axis orders."""
+
+    def __init__(self, config: JointConfig | None = None):
+        super().__init__()
+        self.config = config or JointConfig()
+        ch = list(self.config.channels)
+        head = self.config.head
+        n = len(ch)
+        self.encoder = Encoder(tuple(ch))
+        self.seg_fuse = MultiScaleFusion(ch, head)
+        self.seg_head = nn.Sequential(
+            nn.Conv2d(n * head, head, 1),
+            _conv_bn_relu(head, head, k=1),
+            nn.Conv2d(head, self.config.num_classes, 1),
+        )
+        # motion fusion starts at the scale of stride `motion_stride` (1 -> scale 0, 2 -> scale 1)
+        self._m0 = {1: 0, 2: 1, 4: 2}[self.config.motion_stride]
+        self.motion_fuse = MultiScaleFusion([2 * c for c in ch[self._m0:]], head)
+        self.motion_mix = nn.Sequential(_conv_bn_relu((n - self._m0) * head, head, k=1), _conv_bn_relu(head, head, k=1))
+        self.gru = ConvGRUCell(head, self.config.gru_hidden)
+        self.flow_out = nn.Conv2d(self.config.gru_hidden, 2, 3, padding=1)
+        nn.init.normal_(self.flow_out.weight, std=1e-3)
+        nn.init.zeros_(self.flow_out.bias)
+
+    # -- building blocks ------------------------------------------------------------------------
+    @staticmethod
+    def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 16, (-w) % 16
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        return x, (h, w)
+
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Encode ``(B, 1, H, W)`` frames (H, W multiples of 16) into five feature maps."""
+        return self.encoder(frames)
+
+    def segment_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Segmentation logits ``(B, 4, H, W)`` from encoder features."""
+        return self.seg_head(self.seg_fuse(feats))
+
+    def motion_features(self, feats_ed: list[torch.Tensor], feats_t: list[torch.Tensor]) -> torch.Tensor:
+        """Fused ED/frame-t motion features ``(B, head, H/s, W/s)`` (s = ``motion_stride``)."""
+        pairs = [torch.cat([a.expand_as(b), b], 1) for a, b in zip(feats_ed[self._m0:], feats_t[self._m0:])]
+        return self.motion_mix(self.motion_fuse(pairs))
+
+    def flow_step(self, motion_feat: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step: returns ``(flow (B, 2, H, W) in full-resolution pixels, new hidden)``."""
+        hidden = self.gru(motion_feat, hidden)
+        flow = torch.tanh(self.flow_out(hidden)) * self.config.max_flow
+        s = self.config.motion_stride
+        if s != 1:
+            flow = F.interpolate(flow, scale_factor=s, mode="bilinear", align_corners=False)
+        return flow, hidden
+
+    # -- public API -----------------------------------------------------------------------------
+    def segment(self, frames: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits ``(B, 4, H, W)`` of frames ``(B, 1, H, W)`` (any H, W)."""
+        x, (h, w) = self._pad16(frames)
+        return self.segment_features(self.encode(x))[..., :h, :w]
+
+    def forward(self, source: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Joint forward pass over a sequence.
+
+        Args:
+            source: ED frames ``(B, 1, H, W)``.
+            frames: target frames ``(B, T, 1, H, W)`` in temporal order (the recurrence runs over T).
+        Returns:
+            ``(seg_logits (B, T, 4, H, W), flows (B, T, 2, H, W) in pixels (dy, dx),
+            source_seg_logits (B, 4, H, W))``.
+        """
+        b, t = frames.shape[:2]
+        src, (h, w) = self._pad16(source)
+        tgt, _ = self._pad16(frames.flatten(0, 1))
+        feats_all = self.encode(torch.cat([src, tgt], 0))
+        feats_src = [f[:b] for f in feats_all]
+        feats_tgt = [f[b:] for f in feats_all]
+        seg_all = self.segment_features(feats_all)[..., :h, :w]
+        seg_src = seg_all[:b]
+        seg = seg_all[b:].unflatten(0, (b, t))
+        # motion features: repeat ED features for every frame of its sequence
+        feats_src_rep = [f.repeat_interleave(t, dim=0) for f in feats_src]
+        mfeat = self.motion_features(feats_src_rep, feats_tgt).unflatten(0, (b, t))
+        hidden = None
+        flows = []
+        for k in range(t):
+            flow, hidden = self.flow_step(mfeat[:, k], hidden)
+            flows.append(flow[..., :h, :w])
+        return seg, torch.stack(flows, 1), seg_src
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,249 @@
+"""The Run dock widget in a headless napari viewer (run under Xvfb: ``make test``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari.layers import Image, Labels, Vectors  # noqa: E402
+
+from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint  # noqa: E402
+from napari_cardiac_motion.widgets import get_state  # noqa: E402
+from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
+
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A small random model (the shipped checkpoint is used only when it exists and is asked for)."""
+    import torch
+
+    torch.manual_seed(0)
+    net = JointMotionSegNet(JointConfig(channels=(8, 8, 16, 16, 16), head=8, gru_hidden=8))
+    with torch.no_grad():  # make the random model draw something: mostly LV, ~1 px motion
+        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+        net.flow_out.weight.normal_(std=0.05)
+        net.flow_out.bias.fill_(0.05)
+    return save_checkpoint(net, tmp_path_factory.mktemp("models") / "m.pt", {"name": "test", "version": "0"})
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Capture ``show_error`` / ``show_info`` calls instead of showing them."""
+    import napari.utils.notifications as nt
+
+    seen: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(nt, "show_error", lambda msg, *a, **k: seen["error"].append(str(msg)))
+    monkeypatch.setattr(nt, "show_info", lambda msg, *a, **k: seen["info"].append(str(msg)))
+    return seen
+
+
+def _tiny_layer_data(tiny_cine):
+    return tiny_cine.data, {"name": "tiny", "scale": tiny_cine.napari_scale(), "translate": (0, 0, 5.0, -3.0),
+                            "metadata": {"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0,
+                                         "affine": tiny_cine.affine, "source_path": None}}
+
+
+def _sample_or_tiny(tiny_cine):
+    try:
+        from napari_cardiac_motion._sample_data import load_sample_cine, sample_cine_path
+
+        if sample_cine_path().is_file():
+            data, kwargs, _ = load_sample_cine()[0]
+            return data, kwargs
+    except (ImportError, ModuleNotFoundError, OSError):
+        pass
+    return _tiny_layer_data(tiny_cine)
+
+
+def _make(make_napari_viewer, model_path):
+    viewer = make_napari_viewer()
+    widget = rw.RunWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Joint motion and segmentation")
+    widget.set_model_path(model_path)
+    widget.device_combo.setCurrentText("cpu")
+    return viewer, widget
+
+
+def _run_and_wait(qtbot, widget):
+    widget.run_button.click()
+    assert widget.is_running
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+
+
+def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, tiny_cine, notifications):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    data, kwargs = _sample_or_tiny(tiny_cine)
+    image = viewer.add_image(data, **kwargs)
+    assert widget.selected_layer() is image
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    assert not notifications["error"]
+    assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
+    seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
+    assert isinstance(seg, Labels) and isinstance(mot, Vectors)
+    assert seg.data.shape == image.data.shape and seg.data.dtype == np.uint8
+    np.testing.assert_allclose(seg.scale, image.scale)
+    np.testing.assert_allclose(seg.translate, image.translate)
+    np.testing.assert_allclose(mot.scale, image.scale)
+    np.testing.assert_allclose(mot.translate, image.translate)
+    assert mot.data.ndim == 3 and mot.data.shape[0] > 0 and mot.data.shape[1:] == (2, 4)
+    assert "magnitude" in mot.features and len(mot.features) == len(mot.data)
+    np.testing.assert_array_equal(mot.data[:, 1, :2], 0)  # no time/slice component
+    n_t, n_z = image.data.shape[:2]
+    assert len(mot.data) < 5000 * n_t * n_z  # subsampled: thousands per frame and slice at most
+    for value in (1, 2, 3):  # fixed colours
+        np.testing.assert_allclose(seg.colormap.map(np.array([value]))[0],
+                                   rw.segmentation_layer_data(np.zeros((1, 1, 1, 1)))[1]["colormap"][value])
+    state = get_state(viewer)
+    assert state.image_layer is image and state.result is not None
+    assert seg.metadata["ed_frame"] == state.result.ed_frame and seg.metadata["source_layer"] == image.name
+    assert seg.metadata["es_frame"] == state.result.es_frame and seg.metadata["model"] == "test"
+    np.testing.assert_array_equal(state.predicted_labels, seg.data)
+    assert state.predicted_labels is not seg.data  # a private copy for diffing painted corrections
+    assert state.cine is not None and state.cine.shape == image.data.shape
+
+
+def test_rerun_replaces_layers(make_napari_viewer, qtbot, model_path, tiny_cine, notifications):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    data, kwargs = _tiny_layer_data(tiny_cine)
+    image = viewer.add_image(data, **kwargs)
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
+    np.testing.assert_allclose(seg.translate, image.translate)
+    state = get_state(viewer)
+    heard = []
+    state.subscribe(heard.append)
+
+    # re-run: same layers, no pile-up; ED frame forced
+    n_layers = len(viewer.layers)
+    widget.ed_spin.setValue(1)
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done"
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["segmentation"] is seg and viewer.layers["motion"] is mot
+    assert seg.metadata["ed_frame"] == 1 and state.result.ed_frame == 1
+    assert heard == [state]  # other panels are told about the new result
+
+    # switching the arrow mode redraws the arrows in place
+    before = mot.data.copy()
+    widget.set_arrow_mode("frame_to_frame")
+    assert viewer.layers["motion"] is mot and len(viewer.layers) == n_layers
+    assert mot.metadata["arrow_mode"] == "frame_to_frame"
+    assert mot.data.shape[1:] == (2, 4) and not np.array_equal(before, mot.data)
+
+
+def test_results_land_on_the_run_layer(make_napari_viewer, qtbot, model_path, tiny_cine, notifications):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    data, kwargs = _tiny_layer_data(tiny_cine)
+    run_layer = viewer.add_image(data, **kwargs)
+    other = viewer.add_image(data[:, :1] * 2, name="other", scale=(1, 3, 0.5, 0.5))
+    widget.set_layer(run_layer)
+    widget.run_button.click()
+    # the user selects another layer while it runs
+    viewer.layers.selection.active = other
+    widget.set_layer(other)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "done", notifications
+    seg = viewer.layers["segmentation"]
+    assert seg.data.shape == run_layer.data.shape
+    np.testing.assert_allclose(seg.scale, run_layer.scale)
+    assert seg.metadata["source_layer"] == "tiny"
+    assert get_state(viewer).image_layer is run_layer
+
+
+def test_cancel_stops_and_leaves_no_layers(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
+                                           monkeypatch):
+    import threading
+
+    viewer, widget = _make(make_napari_viewer, model_path)
+    data, kwargs = _tiny_layer_data(tiny_cine)
+    viewer.add_image(data, **kwargs)
+    n_layers = len(viewer.layers)
+    seen: dict = {"reports": [], "raised": None}
+    real = rw.predict_cine
+
+    def slow_predict(*args, progress=None, cancel=None, **kw):
+        def report(done, total, msg):
+            seen["reports"].append((done, total))
+            progress(done, total, msg)
+            # hold the worker until the GUI has reacted to the first report (max 10 s)
+            stop = threading.Event()
+            for _ in range(100):
+                if cancel():
+                    break
+                stop.wait(0.1)
+
+        try:
+            return real(*args, progress=report, cancel=cancel, **kw)
+        except BaseException as exc:
+            seen["raised"] = exc
+            raise
+
+    monkeypatch.setattr(rw, "predict_cine", slow_predict)
+    widget.progress_signal.connect(lambda *a: widget.cancel())
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "cancelled"
+    assert type(seen["raised"]).__name__ == "CancelledError"
+    done, total = seen["reports"][-1]
+    assert done < total  # stopped early, at a slice boundary
+    assert len(viewer.layers) == n_layers
+    assert "segmentation" not in viewer.layers and "motion" not in viewer.layers
+    assert get_state(viewer).result is None
+    assert not notifications["error"] and notifications["info"]
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_bad_layer_shows_error(make_napari_viewer, qtbot, model_path, notifications):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    viewer.add_image(np.full((3, 1, 32, 32), np.nan, np.float32), name="nan")
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "error"
+    assert notifications["error"] and "NaN" in notifications["error"][0]
+    assert "segmentation" not in viewer.layers and "motion" not in viewer.layers
+
+
+def test_bad_checkpoint_shows_error(make_napari_viewer, qtbot, tmp_path, tiny_cine, notifications):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    viewer, widget = _make(make_napari_viewer, bad)
+    data, kwargs = _tiny_layer_data(tiny_cine)
+    viewer.add_image(data, **kwargs)
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "error"
+    assert notifications["error"] and "broken.pt" in notifications["error"][0]
+    assert "segmentation" not in viewer.layers
+
+
+def test_layer_choices(make_napari_viewer, model_path, tiny_cine):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    assert widget.selected_layer() is None
+    viewer.add_image(np.zeros((32, 32)), name="picture")  # 2D: not offered
+    viewer.add_image(tiny_cine.data[0], name="volume")  # 3D: one frame
+    four = viewer.add_image(tiny_cine.data, name="cine")
+    names = [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
+    assert names == ["volume", "cine"]
+    four.name = "renamed"
+    assert widget.layer_combo.itemText(1) == "renamed"
+    widget.set_layer(four)
+    assert widget.ed_spin.maximum() == tiny_cine.shape[0] - 1
+    assert widget.ed_spin.value() == -1 and widget.ed_spin.text() == "auto"
+    assert {"auto", "cpu"} <= {widget.device_combo.itemText(i) for i in range(widget.device_combo.count())}
+    assert widget.model_combo.itemText(0) == rw.DEFAULT_MODEL_LABEL
+    assert widget.model_combo.itemText(widget.model_combo.count() - 1) == rw.BROWSE_LABEL
+    assert widget.model_path() == str(model_path)
+
+
+def test_3d_image_runs_as_one_frame(make_napari_viewer, qtbot, model_path, tiny_cine, notifications):
+    viewer, widget = _make(make_napari_viewer, model_path)
+    vol = viewer.add_image(tiny_cine.data[0], name="volume", scale=(8, 1.5, 1.5))
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", notifications
+    seg = viewer.layers["segmentation"]
+    assert seg.data.shape == (1, *vol.data.shape)
+    np.testing.assert_allclose(seg.scale, (1, 8, 1.5, 1.5))

@@ -1,0 +1,88 @@
+"""``napari-cardiac-motion finetune INPUT --labels CORRECTIONS.nii.gz --out CKPT``: learn from corrections.
+
+``CORRECTIONS.nii.gz`` has the image's ``(X, Y, Z, T)`` grid; a (frame, slice) whose voxels are all 255
+is unlabelled, any other slice is a correction (labels 0–3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..devices import DEVICE_CHOICES
+from ..errors import InputError
+from ..finetune import FinetuneSettings, finetune, labelled_mask
+from ..io import read_cine, read_nifti_labels
+from ..model import load_checkpoint
+from ..model_store import save_model_to
+from .progress import TqdmProgress
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    d = FinetuneSettings()
+    p = sub.add_parser("finetune", help="fine-tune the model from corrected slices of one cine",
+                       description="Fine-tune the joint model on one cine from corrected slices: segmentation "
+                                   "loss on the corrected slices, motion loss on every frame, and the corrected "
+                                   "labels carried through the motion to the other frames.")
+    p.add_argument("input", help="the cine (NIfTI X×Y×Z×T or a DICOM folder)")
+    p.add_argument("--labels", required=True,
+                   help="corrections NIfTI on the image's X×Y×Z×T grid; slices that are all 255 are unlabelled")
+    p.add_argument("--out", required=True, help="output checkpoint (.pt)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimisation steps (default {d.steps})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--guard", default=str(d.guard), choices=("teacher", "l2sp", "none"),
+                   help=f"guard against forgetting (default {d.guard})")
+    p.add_argument("--ed-frame", type=int, default=None,
+                   help="end-diastolic frame (default: largest predicted LV blood pool)")
+    p.add_argument("--model", default=None, help="starting checkpoint (default: the shipped model)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise InputError(f"--out '{out}' is a folder; give a checkpoint file name such as model.pt.")
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1 (got {args.steps}).")
+    if not args.lr > 0:
+        raise InputError(f"--lr must be positive (got {args.lr}).")
+    cine = read_cine(args.input)
+    corr = read_nifti_labels(args.labels)
+    if corr.shape != cine.shape:
+        raise InputError(
+            f"The corrections file {Path(args.labels).name} has shape {'×'.join(map(str, corr.shape[::-1]))} "
+            f"(X×Y×Z×T) but the image {Path(args.input).name} has shape {'×'.join(map(str, cine.shape[::-1]))}; "
+            "the corrections must be on the image's grid."
+        )
+    if not labelled_mask(corr).any():
+        raise InputError(
+            f"{Path(args.labels).name} has no labelled slice (every voxel is 255 = unlabelled); label at "
+            "least one (frame, slice) with 0–3."
+        )
+    model, meta = load_checkpoint(args.model, device="cpu")
+    guard = None if args.guard == "none" else args.guard
+    with TqdmProgress("finetune", unit="step") as bar:
+        def progress(step, total, losses):
+            bar(step, total, f"loss {losses['total']:.3f}")
+        new_model, hist = finetune(model, cine, corr, steps=args.steps, lr=args.lr, device=args.device,
+                                   progress=progress, guard=guard, ed_frame=args.ed_frame)
+    metadata = {
+        "parent": meta.get("path") or meta.get("name"),
+        "parent_name": meta.get("name"),
+        "source_image": cine.name,
+        "corrected_slices": hist["corrected"],
+        "ed_frame": hist["ed_frame"],
+        "steps": hist["steps"],
+        "lr": hist["lr"],
+        "guard": hist["guard"],
+        "losses": hist["losses"],
+        "seconds": round(hist["seconds"], 2),
+    }
+    path = save_model_to(new_model, out, metadata)
+    first, last = hist["losses"][0]["total"], hist["losses"][-1]["total"]
+    print(json.dumps({"out": str(path), "steps": hist["steps"], "corrected_slices": len(hist["corrected"]),
+                      "ed_frame": hist["ed_frame"], "loss_first": round(first, 4), "loss_last": round(last, 4),
+                      "seconds": round(hist["seconds"], 2)}))
+    return 0

@@ -1,0 +1,56 @@
+"""``napari-cardiac-motion train --data DIR --out CKPT``: train the joint model (weak supervision)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from ..devices import DEVICE_CHOICES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the joint motion/segmentation model",
+                       description="Train the joint model on ACDC-like ED/ES stacks and Sunnybrook cines "
+                                   "(labels only on ED/ES; motion learnt without labels). The validation "
+                                   "patients (ACDC 001, 011, ..., 091; Sunnybrook SC-HF-I-4/5) are never "
+                                   "trained on. A checkpoint is written atomically after every epoch.")
+    p.add_argument("--data", required=True,
+                   help="shared data folder (with acdc/ and sunnybrook/) or an ACDC-like folder of patients")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="default: one pass over the training slices in both directions")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128, help="training crop size in pixels")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--resume", default=None, help="checkpoint written by train to continue from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="stop cleanly (validate and save) when this wall-clock budget is reached")
+    p.add_argument("--log", default=None, help="also append the log lines to this file")
+    p.add_argument("--mode", default="joint", choices=("joint", "alternating"))
+    p.add_argument("--acdc-limit", type=int, default=None, help="use only the first N training patients")
+    p.add_argument("--no-sunnybrook", action="store_true", help="train on the ACDC-like data only")
+    p.add_argument("--provisional", action="store_true", help="mark the checkpoint as provisional")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (0: torch's default)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed, device=args.device,
+        time_budget_min=args.time_budget_min, resume=args.resume, log_file=args.log, mode=args.mode,
+        acdc_limit=args.acdc_limit, use_sunnybrook=not args.no_sunnybrook, provisional=args.provisional,
+        num_threads=args.threads,
+        command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    _, meta = train(cfg)
+    print(json.dumps({"out": args.out, "steps": meta["steps"], "train_seconds": meta["train_seconds"],
+                      "val": meta.get("val", {}), "stop_reason": meta.get("stop_reason")}))
+    return 0

@@ -1,0 +1,105 @@
+"""The per-user folder of fine-tuned models (no Qt, no napari).
+
+Location: ``platformdirs.user_data_dir("napari-cardiac-motion")/models``, or
+``$NAPARI_CARDIAC_MOTION_HOME/models`` when that environment variable is set (tests, shared installs).
+
+Every fine-tuned model is written atomically (:func:`~napari_cardiac_motion.model.checkpoint.save_checkpoint`)
+under a new, unique name with metadata: parent model, source image name, corrected slices, steps,
+losses, date. The shipped default checkpoint is never overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .model.checkpoint import default_checkpoint_path, read_checkpoint, save_checkpoint
+from .model.network import JointMotionSegNet
+
+APP_NAME = "napari-cardiac-motion"
+HOME_ENV = "NAPARI_CARDIAC_MOTION_HOME"
+
+
+def models_dir(create: bool = True) -> Path:
+    """The folder holding the user's fine-tuned models."""
+    home = os.environ.get(HOME_ENV)
+    if home:
+        root = Path(home).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    folder = root / "models"
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")
+    return s[:60] or "model"
+
+
+def _is_default(path: Path) -> bool:
+    try:
+        return path.resolve() == default_checkpoint_path().resolve()
+    except OSError:
+        return False
+
+
+def save_finetuned(model: JointMotionSegNet, metadata: dict[str, Any], name: str | None = None,
+                   folder: str | os.PathLike | None = None) -> Path:
+    """Save ``model`` in the model folder under a new name; returns the path.
+
+    ``metadata`` should hold ``parent`` (model name/path), ``source_image``, ``corrected_slices``,
+    ``steps`` and ``losses``; ``date``, ``name`` and ``kind = "finetuned"`` are added.
+    """
+    now = _dt.datetime.now().astimezone()
+    folder = Path(folder) if folder is not None else models_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _slug(name or f"{metadata.get('source_image') or 'cine'}-finetuned-{now:%Y%m%d-%H%M%S}")
+    path = folder / f"{stem}.pt"
+    k = 2
+    while path.exists() or _is_default(path):
+        path = folder / f"{stem}-{k}.pt"
+        k += 1
+    meta = dict(metadata)
+    meta.setdefault("date", now.isoformat(timespec="seconds"))
+    meta["name"] = path.stem
+    meta.setdefault("kind", "finetuned")
+    return save_checkpoint(model, path, metadata=meta)
+
+
+def save_model_to(model: JointMotionSegNet, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Save to an explicit path (CLI ``--out``); refuses to overwrite the shipped default model."""
+    path = Path(path)
+    if _is_default(path):
+        raise CheckpointError(
+            f"Refusing to overwrite the shipped default model {path}; choose another --out file."
+        )
+    meta = dict(metadata)
+    meta.setdefault("date", _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    meta.setdefault("name", path.stem)
+    meta.setdefault("kind", "finetuned")
+    return save_checkpoint(model, path, metadata=meta)
+
+
+def list_models(folder: str | os.PathLike | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, metadata)`` of every readable checkpoint in the model folder, newest first."""
+    folder = Path(folder) if folder is not None else models_dir(create=False)
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.glob("*.pt"):
+        try:
+            meta = dict(read_checkpoint(p).get("metadata", {}))
+        except CheckpointError:
+            continue
+        meta.setdefault("name", p.stem)
+        out.append((p, meta))
+    out.sort(key=lambda pm: (str(pm[1].get("date", "")), pm[0].name), reverse=True)
+    return out

@@ -1,0 +1,190 @@
+"""Load the training data into memory as normalised ``(T, Z, Y, X)`` cines with *label codes*.
+
+Label codes (uint8, one per voxel, ``(T, Z, Y, X)``) extend the label convention so that partly
+known voxels can still teach the model:
+
+* ``0..3`` — exact class (0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool);
+* ``NOT_LV_MYO`` (10) — the voxel is background *or* RV (Sunnybrook ED slices: outside the
+  epicardial contour; Sunnybrook has no RV contours, so "0" there may be RV);
+* ``NOT_LV`` (11) — background, myocardium or RV (Sunnybrook ES slices: outside the endocardial
+  contour; ES has no epicardial contour, so myocardium is unknown there);
+* ``IGNORE_INDEX`` (255) — nothing known (frame/slice not contoured).
+
+The training loss uses the partial-label likelihood ``-log Σ_{c allowed} p_c`` (plain cross-entropy
+for exact codes), so a Sunnybrook "0" is never taught as background.
+
+Intensities are normalised per patient over the whole cine (ACDC: ED and ES together) with
+:func:`preprocessing.normalize_intensity`, exactly as :func:`inference.predict_cine` does.
+
+Validation split (fixed, by patient): ACDC 001, 011, 021, 031, 041, 051, 061, 071, 081, 091 (two per
+disease group) and Sunnybrook SC-HF-I-4, SC-HF-I-5. The UK Biobank-style pair is evaluation only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model.losses import IGNORE_INDEX
+from ..preprocessing import normalize_intensity
+
+NOT_LV_MYO = 10
+NOT_LV = 11
+
+ACDC_VAL_PATIENTS = ("patient001", "patient011", "patient021", "patient031", "patient041",
+                     "patient051", "patient061", "patient071", "patient081", "patient091")
+SUNNYBROOK_VAL_PATIENTS = ("SC-HF-I-4", "SC-HF-I-5")
+
+ACDC_LICENCE = "ACDC (research use only; O. Bernard et al., IEEE TMI 37(11), 2018)"
+SUNNYBROOK_LICENCE = "Sunnybrook Cardiac Data (CC0 1.0; P. Radau et al., MIDAS Journal 2009)"
+
+
+@dataclass
+class Case:
+    """One patient in memory.
+
+    Attributes:
+        name: patient id (folder name).
+        source: ``"acdc"`` or ``"sunnybrook"``.
+        image: ``(T, Z, Y, X)`` float16 in [0, 1] (ACDC: T = 2, frames ED, ES).
+        codes: ``(T, Z, Y, X)`` uint8 label codes (see module docstring).
+        ed: ED frame index; es: ES frame index.
+        spacing: ``(dz, dy, dx)`` mm, or None when unknown (ACDC files here).
+        center: ``(Z, 2)`` in-plane heart centre per slice (y, x), from the ED labels (image centre when
+            a slice has none).
+    """
+
+    name: str
+    source: str
+    image: np.ndarray
+    codes: np.ndarray
+    ed: int
+    es: int
+    spacing: tuple[float, float, float] | None = None
+    center: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.image.shape[1])
+
+
+def _nifti_tzyx(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI (X, Y, Z[, T]) into ``(T, Z, Y, X)`` and its zooms."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    arr = np.asanyarray(img.dataobj)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    return np.ascontiguousarray(arr.transpose(3, 2, 1, 0)), tuple(float(z) for z in img.header.get_zooms())
+
+
+def _centres(labels_ed: np.ndarray) -> np.ndarray:
+    """Per-slice centroid (y, x) of heart labels (codes 1..3) in a ``(Z, Y, X)`` code map."""
+    z_n, h, w = labels_ed.shape
+    out = np.tile(np.array([[h / 2.0, w / 2.0]]), (z_n, 1))
+    heart = (labels_ed >= 1) & (labels_ed <= 3)
+    any_heart = heart.any()
+    if any_heart:
+        ys, xs = np.nonzero(heart.any(0))
+        vol_c = np.array([ys.mean(), xs.mean()])
+        out[:] = vol_c
+    for z in range(z_n):
+        ys, xs = np.nonzero(heart[z])
+        if len(ys) > 20:
+            out[z] = (ys.mean(), xs.mean())
+    return out
+
+
+def acdc_patients(root: str | Path) -> list[Path]:
+    """Patient folders (containing ED.nii.gz) under an ACDC-like root, sorted."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if (p / "ED.nii.gz").exists() and (p / "ED_gt.nii.gz").exists())
+
+
+def load_acdc_case(folder: str | Path) -> Case:
+    folder = Path(folder)
+    ed, _ = _nifti_tzyx(folder / "ED.nii.gz")
+    es, _ = _nifti_tzyx(folder / "ES.nii.gz")
+    ed_gt, _ = _nifti_tzyx(folder / "ED_gt.nii.gz")
+    es_gt, _ = _nifti_tzyx(folder / "ES_gt.nii.gz")
+    image = normalize_intensity(np.concatenate([ed, es], 0)).astype(np.float16)
+    codes = np.concatenate([ed_gt, es_gt], 0).astype(np.uint8)
+    return Case(folder.name, "acdc", image, codes, 0, 1, None, _centres(codes[0]))
+
+
+def load_acdc(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = (),
+              limit: int | None = None) -> list[Case]:
+    """Load ACDC-like patients under ``root`` (optionally only ``names``; minus ``exclude``)."""
+    folders = [p for p in acdc_patients(root) if p.name not in exclude and (names is None or p.name in names)]
+    if limit is not None:
+        folders = folders[:limit]
+    return [load_acdc_case(p) for p in folders]
+
+
+def load_sunnybrook_case(folder: str | Path) -> Case:
+    """A Sunnybrook cine with its partial labels turned into label codes (see module docstring)."""
+    folder = Path(folder)
+    sa, zooms = _nifti_tzyx(folder / "sa.nii.gz")
+    lab, _ = _nifti_tzyx(folder / "labels.nii.gz")
+    info = json.loads((folder / "info.json").read_text())
+    endo = {int(k): set(int(s) for s in v) for k, v in info.get("endo_contour_frames", {}).items()}
+    epi = {int(k): set(int(s) for s in v) for k, v in info.get("epi_contour_frames", {}).items()}
+    codes = np.full(lab.shape, IGNORE_INDEX, dtype=np.uint8)
+    for t, slices in endo.items():
+        for z in slices:
+            sl = lab[t, z]
+            if z in epi.get(t, set()):
+                # LV blood pool and myocardium known; outside the epicardium: background or RV
+                codes[t, z] = np.where(sl == 1, 1, np.where(sl == 2, 2, NOT_LV_MYO))
+            else:
+                # only the endocardium: inside = LV blood pool, outside = anything but LV blood pool
+                codes[t, z] = np.where(sl == 1, 1, NOT_LV)
+    ed = max(epi, key=lambda t: len(epi[t])) if epi else (max(endo) if endo else 0)
+    es_candidates = [t for t in endo if t != ed]
+    es = es_candidates[0] if es_candidates else ed
+    image = normalize_intensity(sa).astype(np.float16)
+    spacing = (zooms[2], zooms[1], zooms[0]) if len(zooms) >= 3 else None
+    c_ed = codes[ed].copy()
+    c_ed[(c_ed == NOT_LV_MYO) | (c_ed == NOT_LV)] = 0
+    c_ed[c_ed == IGNORE_INDEX] = 0
+    return Case(folder.name, "sunnybrook", image, codes, int(ed), int(es), spacing, _centres(c_ed))
+
+
+def load_sunnybrook(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = ()) -> list[Case]:
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if (p / "sa.nii.gz").exists() and (p / "labels.nii.gz").exists()) \
+        if root.is_dir() else []
+    return [load_sunnybrook_case(p) for p in folders
+            if p.name not in exclude and (names is None or p.name in names)]
+
+
+def synthetic_acdc_like(n: int = 2, size: int = 96, n_slices: int = 3, seed: int = 0) -> list[Case]:
+    """Tiny synthetic ED/ES cases (concentric discs that contract) for tests without shared data."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    for i in range(n):
+        img = np.zeros((2, n_slices, size, size), np.float32)
+        codes = np.zeros((2, n_slices, size, size), np.uint8)
+        cy, cx = size / 2 + rng.uniform(-5, 5), size / 2 + rng.uniform(-5, 5)
+        for t, r in enumerate((14.0, 10.0)):
+            for z in range(n_slices):
+                rr = np.hypot(yy - cy, xx - cx)
+                rv = np.hypot(yy - cy, xx - (cx - 2.2 * r))
+                lab = np.zeros((size, size), np.uint8)
+                lab[rv < r * 0.9] = 3
+                lab[rr < r + 5] = 2
+                lab[rr < r] = 1
+                codes[t, z] = lab
+                img[t, z] = np.choose(lab, [0.1, 0.9, 0.35, 0.8]) + rng.normal(0, 0.03, (size, size))
+        cases.append(Case(f"synthetic{i:03d}", "acdc", np.clip(img, 0, 1).astype(np.float16), codes, 0, 1, None,
+                          _centres(codes[0])))
+    return cases

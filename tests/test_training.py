@@ -1,0 +1,164 @@
+"""Training: a few steps lower the loss, checkpoints round-trip and resume, augmentation is consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cardiac_motion.model.checkpoint import load_checkpoint
+from napari_cardiac_motion.model.losses import IGNORE_INDEX
+from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
+from napari_cardiac_motion.training.augment import augment_batch, crop_centered
+from napari_cardiac_motion.training.data import NOT_LV, NOT_LV_MYO, synthetic_acdc_like
+from napari_cardiac_motion.training.train import (
+    Sampler,
+    TrainConfig,
+    _allowed_table,
+    batch_losses,
+    combine,
+    forward_sequence,
+    partial_nll_logits,
+    train,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """train() sets torch's thread count (1 here: 2 threads on 2 shared cores are far slower)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=8, gru_hidden=4, input_size=(96, 96)).to_dict()
+
+
+def _tiny_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(out=str(tmp_path / "m.pt"), epochs=1, steps_per_epoch=25, batch_size=4, crop=64, lr=3e-3,
+                seed=0, device="cpu", model=TINY, sunnybrook_every=0, num_threads=1, adaptive_threads=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _cases(source: str):
+    if source == "synthetic":
+        return synthetic_acdc_like(2, size=80, n_slices=2)
+    if not (SHARED_DATA / "acdc" / "patient002").is_dir():
+        pytest.skip("shared ACDC data not found")
+    from napari_cardiac_motion.training.data import load_acdc
+
+    cases = load_acdc(SHARED_DATA / "acdc", names=["patient002", "patient022"])
+    for c in cases:  # keep the test fast: 2 mid-ventricular slices
+        mid = c.n_slices // 2
+        c.image, c.codes, c.center = c.image[:, mid:mid + 2], c.codes[:, mid:mid + 2], c.center[mid:mid + 2]
+    return cases
+
+
+def _fixed_batch_loss(model, cases, cfg) -> float:
+    sampler = Sampler(cases, [], cfg, np.random.default_rng(123))
+    torch.manual_seed(0)
+    imgs, codes, wides = [], [], []
+    for case in cases:
+        for z in range(case.n_slices):
+            cy, cx = case.center[z]
+            imgs.append(crop_centered(case.image[[0, 1], z], cy, cx, sampler.pre, 0))
+            codes.append(crop_centered(case.codes[[0, 1], z], cy, cx, sampler.pre, IGNORE_INDEX))
+    im, co = augment_batch(np.stack(imgs), np.stack(codes), cfg.crop, np.random.default_rng(0),
+                           geometric=False, intensity=False)
+    model.train()
+    with torch.no_grad():
+        return float(combine(batch_losses(model, im, co, cfg, _allowed_table(torch.device("cpu")), True), cfg))
+
+
+@pytest.mark.parametrize("source", ["synthetic", "acdc"])
+def test_few_steps_lower_the_loss(tmp_path, source):
+    cases = _cases(source)
+    cfg = _tiny_cfg(tmp_path, crop=64 if source == "synthetic" else 96)
+    torch.manual_seed(cfg.seed)
+    before = _fixed_batch_loss(JointMotionSegNet(JointConfig.from_dict(TINY)), cases, cfg)
+    lines = []
+    model, meta = train(cfg, cases=(cases, [], cases[:1]), log=lines.append)
+    after = _fixed_batch_loss(model, cases, cfg)
+    assert after < 0.9 * before, (before, after)
+    assert any("epoch 1/1" in ln and "dice_LV" in ln for ln in lines)
+    assert meta["steps"] == 25 and meta["name"] == "cardiac-joint-v1"
+    assert (tmp_path / "m.pt").exists()
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+    cases = synthetic_acdc_like(1, size=64, n_slices=1)
+    cfg = _tiny_cfg(tmp_path, steps_per_epoch=3, validate=False)
+    model, _ = train(cfg, cases=(cases, [], []), log=lambda s: None)
+    loaded, meta = load_checkpoint(cfg.out)
+    x = torch.rand(1, 2, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        s1, f1 = forward_sequence(model, x)
+        s2, f2 = forward_sequence(loaded, x)
+    assert torch.allclose(s1, s2) and torch.allclose(f1, f2)
+    assert meta["provisional"] is False and meta["seed"] == 0
+    assert "optimizer_all" in torch.load(cfg.out, weights_only=True)["extra"]
+    cfg2 = _tiny_cfg(tmp_path, steps_per_epoch=3, epochs=2, validate=False, resume=cfg.out,
+                     out=str(tmp_path / "m2.pt"))
+    _, meta2 = train(cfg2, cases=(cases, [], []), log=lambda s: None)
+    assert meta2["steps"] == 6 and len(meta2["history"]) == 2
+
+
+def test_time_budget_stops_cleanly(tmp_path):
+    cases = synthetic_acdc_like(1, size=64, n_slices=1)
+    cfg = _tiny_cfg(tmp_path, steps_per_epoch=10_000, validate=False, time_budget_min=0.05)
+    _, meta = train(cfg, cases=(cases, [], []), log=lambda s: None)
+    assert meta["stop_reason"] == "time budget" and 0 < meta["steps"] < 10_000
+
+
+def test_augmentation_moves_images_and_labels_together():
+    rng = np.random.default_rng(0)
+    codes = np.zeros((2, 2, 96, 96), np.uint8)
+    codes[:, :, 30:60, 40:70] = 1
+    codes[:, 1, 45:50, 45:50] = 3
+    images = codes.astype(np.float32)
+    im, co = augment_batch(images, codes, 64, rng, intensity=False)
+    assert im.shape == co.shape == (2, 2, 64, 64)
+    inside = co != IGNORE_INDEX
+    agree = (im.round().long() == co)[inside].float().mean()
+    assert agree > 0.97
+
+
+def test_partial_label_loss_ignores_unknown_classes():
+    table = _allowed_table(torch.device("cpu"))
+    logits = torch.zeros(1, 4, 2, 2)
+    logits[:, 3] = 5.0  # confident RV everywhere
+    not_lv_myo = torch.full((1, 2, 2), NOT_LV_MYO)
+    assert float(partial_nll_logits(logits, not_lv_myo, table)) < 0.05  # RV allowed there
+    assert float(partial_nll_logits(logits, torch.zeros(1, 2, 2, dtype=torch.long), table)) > 4.0
+    not_lv = torch.full((1, 2, 2), NOT_LV)
+    assert float(partial_nll_logits(logits, not_lv, table)) < 0.05
+    assert float(partial_nll_logits(logits, torch.full((1, 2, 2), IGNORE_INDEX), table)) == 0.0
+
+
+def test_sunnybrook_codes_mark_uncontoured_voxels_unknown():
+    folder = SHARED_DATA / "sunnybrook" / "SC-HF-I-1"
+    if not folder.is_dir():
+        pytest.skip("shared Sunnybrook data not found")
+    from napari_cardiac_motion.training.data import load_sunnybrook_case
+
+    case = load_sunnybrook_case(folder)
+    assert (case.ed, case.es) == (18, 7)
+    assert set(np.unique(case.codes)) <= {1, 2, NOT_LV_MYO, NOT_LV, IGNORE_INDEX}
+    assert not (case.codes == 0).any()  # a Sunnybrook "0" is never taught as background
+    assert (case.codes[0] == IGNORE_INDEX).all()  # frame 0 is not contoured
+    assert (case.codes[case.es] == 2).sum() == 0  # no myocardium known at ES
+
+
+def test_cli_has_train_and_evaluate():
+    from napari_cardiac_motion.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["train", "--data", "d", "--out", "o.pt", "--time-budget-min", "5", "--seed", "3"])
+    assert a.time_budget_min == 5 and a.seed == 3
+    b = p.parse_args(["evaluate", "--data", "d", "--baseline", "demons", "--patients", "001"])
+    assert b.baseline == "demons" and b.patients == ["001"]

@@ -4,9 +4,10 @@
 ``(T, Z, Y, X, 2)`` float32 ``(dy, dx)`` in voxels, from frame t to the ED frame
 (``frame_t(p) ≈ frame_ED(p + u_t(p))``, ``u_ED = 0``).
 
-Two passes, slice by slice: (1) segment every frame (this picks ED = largest LV blood pool, ES =
-smallest, unless ED is given); (2) run the motion branch over the sequence ED, ED+1, …, ED-1 (the
-recurrence follows the cardiac cycle from ED). Progress goes to a callback; cancellation is checked
+Slice by slice, the frames are encoded in cycle order ED, ED+1, …, ED-1 (the motion recurrence
+follows the cardiac cycle from ED). With a given ED frame one pass segments and estimates motion
+from the same features; with ``ed_frame=None`` a first pass segments every frame to pick ED (largest
+LV blood pool; ES = smallest) and a second pass estimates the motion. Progress goes to a callback; cancellation is checked
 between slices.
 """
 
@@ -105,46 +106,49 @@ def predict_cine(
     # centre-crop larger images to the network's size; smaller ones are not padded (fully convolutional)
     size = tuple(min(int(s), n) for s, n in zip(model.config.input_size, (h, w)))
     image = to_network_grid(normalize_intensity(data), size)  # (T, Z, H', W')
-    total = 2 * n_z
-    done = 0
     report = progress or (lambda *_: None)
-
-    probs_lv = np.zeros((n_t,), dtype=np.float64)
     labels_net = np.zeros((n_t, n_z) + size, dtype=np.uint8)
     motion_net = np.zeros((n_t, n_z) + size + (2,), dtype=np.float32)
-    with torch.inference_mode(), _autocast(dev):
-        # pass 1: segmentation of every frame
-        for z in range(n_z):
-            _check_cancel(cancel)
-            frames = torch.from_numpy(image[:, z]).unsqueeze(1)  # (T, 1, H, W)
-            for a in range(0, n_t, batch_size):
-                logits = model.segment(frames[a:a + batch_size].to(dev))
-                labels_net[a:a + batch_size, z] = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            done += 1
-            report(done, total, f"segmenting slice {z + 1}/{n_z}")
-        probs_lv = (labels_net == LV_BLOOD_POOL).reshape(n_t, -1).sum(1).astype(np.float64)
-        ed = int(ed_frame) if ed_frame is not None else int(np.argmax(probs_lv))
-        es = int(np.argmin(probs_lv)) if n_t > 1 else ed
-        # pass 2: motion over the cycle starting at ED
+
+    def slice_pass(z: int, ed: int, segment: bool, motion: bool) -> None:
+        """Encode slice z's frames once (in cycle order from ``ed``); segment and/or estimate motion."""
         order = cycle_order(n_t, ed)
-        for z in range(n_z):
-            _check_cancel(cancel)
-            if n_t > 1:
-                seq = torch.from_numpy(image[order, z]).unsqueeze(1).to(dev)  # (T, 1, H, W) ED first
-                x, _ = model._pad16(seq)
-                feats_ed = None
-                hidden = None
-                for a in range(0, n_t, batch_size):
-                    feats = model.encode(x[a:a + batch_size])
-                    if feats_ed is None:
-                        feats_ed = [f[:1] for f in feats]
-                    mfeat = model.motion_features(feats_ed, feats)
-                    for k in range(mfeat.shape[0]):
-                        flow, hidden = model.flow_step(mfeat[k:k + 1], hidden)
-                        motion_net[order[a + k], z] = flow[0, :, : size[0], : size[1]].float().permute(1, 2, 0).cpu().numpy()
-                motion_net[ed, z] = 0.0
-            done += 1
-            report(done, total, f"estimating motion, slice {z + 1}/{n_z}")
+        x, _ = model._pad16(torch.from_numpy(image[order, z]).unsqueeze(1).to(dev))  # (T, 1, H, W) ED first
+        feats_ed, hidden = None, None
+        for a in range(0, n_t, batch_size):
+            idx = order[a:a + batch_size]
+            feats = model.encode(x[a:a + batch_size])
+            if segment:
+                logits = model.segment_features(feats)[..., : size[0], : size[1]]
+                labels_net[idx, z] = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            if motion and n_t > 1:
+                if feats_ed is None:
+                    feats_ed = [f[:1] for f in feats]
+                mfeat = model.motion_features(feats_ed, feats)
+                for k in range(mfeat.shape[0]):
+                    flow, hidden = model.flow_step(mfeat[k:k + 1], hidden)
+                    motion_net[idx[k], z] = flow[0, :, : size[0], : size[1]].float().permute(1, 2, 0).cpu().numpy()
+        motion_net[ed, z] = 0.0
+
+    with torch.inference_mode(), _autocast(dev):
+        if ed_frame is not None:  # ED known: one pass, every frame encoded once
+            ed = int(ed_frame)
+            for z in range(n_z):
+                _check_cancel(cancel)
+                slice_pass(z, ed, segment=True, motion=True)
+                report(z + 1, n_z, f"slice {z + 1}/{n_z}")
+        else:  # pass 1 segments every frame to find ED; pass 2 estimates motion from that ED
+            for z in range(n_z):
+                _check_cancel(cancel)
+                slice_pass(z, 0, segment=True, motion=False)
+                report(z + 1, 2 * n_z, f"segmenting slice {z + 1}/{n_z}")
+            ed = int(np.argmax((labels_net == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)))
+            for z in range(n_z):
+                _check_cancel(cancel)
+                slice_pass(z, ed, segment=False, motion=True)
+                report(n_z + z + 1, 2 * n_z, f"estimating motion, slice {z + 1}/{n_z}")
+    lv = (labels_net == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)
+    es = int(np.argmin(lv)) if n_t > 1 else ed
 
     labels = from_network_grid(labels_net, (h, w))
     motion = from_network_grid(motion_net, (h, w), spatial_axes=(-3, -2))

@@ -26,7 +26,7 @@ def test_predict_shapes_and_types_on_odd_grid():
     assert res.motion.shape == cine.shape + (2,) and res.motion.dtype == np.float32
     assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
     assert np.all(res.motion[res.ed_frame] == 0)
-    assert calls[-1] == (4, 4) and len(calls) == 4  # two passes x two slices
+    assert calls[-1] == (4, 4) and len(calls) == 4  # two passes (auto ED) x two slices
     assert res.frames_per_second > 0
 
 
@@ -110,3 +110,14 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="not a napari-cardiac-motion checkpoint"):
         load_checkpoint(other)
+
+
+def test_given_ed_runs_one_pass_with_same_results_as_auto():
+    """One pass (ED given) and two passes (auto ED, then that ED) must agree exactly."""
+    model = JointMotionSegNet(TINY)
+    auto = predict_cine(_cine(), model, device="cpu")
+    calls = []
+    given = predict_cine(_cine(), model, device="cpu", ed_frame=auto.ed_frame, progress=lambda d, t, m: calls.append(t))
+    assert calls == [2, 2]
+    assert np.array_equal(auto.labels, given.labels)
+    assert np.allclose(auto.motion, given.motion, atol=1e-5)

@@ -52,6 +52,7 @@ def save_checkpoint(model: JointMotionSegNet, path: str | os.PathLike, metadata:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a model is shared like any other document
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -201,7 +201,9 @@ def main(argv=None) -> int:
         names += list(SUNNYBROOK) if c == "sunnybrook" else list(ACDC) if c == "acdc" else [c]
     print(f"model {meta.get('path')} ({meta.get('name')}); steps {settings.steps}, lr {settings.lr:g}, "
           f"freeze_bn {settings.freeze_bn}, crop {settings.crop}, seq_len {settings.seq_len}, "
-          f"batch {settings.batch}, torch threads {torch.get_num_threads()}; {settings}", flush=True)
+          f"batch {settings.batch}, torch threads {torch.get_num_threads()}; guards compared: {guards}; "
+          f"weights motion {settings.motion_weight}, joint {settings.joint_weight}, prop {settings.prop_weight}, "
+          f"teacher {settings.teacher_weight}, l2sp {settings.l2sp_weight}", flush=True)
     all_rows = {}
     for guard in guards:
         rows = []

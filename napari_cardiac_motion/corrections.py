@@ -26,6 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .atomic import atomic_write
 from .conventions import UNLABELLED
 from .errors import InputError
 
@@ -192,9 +193,7 @@ class CorrectionTracker:
             "corrected": [[t, z] for t, z in self.sorted_pairs()],
             "source": source,
         }
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, side)
+        atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
         return out, side
 
     def load(self, path: str | os.PathLike) -> np.ndarray:

@@ -14,11 +14,11 @@ Every write goes to a temporary file in the destination folder and is then moved
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..cine import Cine
 from ..errors import InputError
 
@@ -150,19 +150,8 @@ def _save_atomic(img, path: str | os.PathLike) -> Path:
     out = Path(path)
     if not is_nifti_path(out):
         out = out.with_name(out.name + ".nii.gz")
-    out.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if out.name.lower().endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + nifti_stem(out) + "_", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(out, lambda tmp: nib.save(img, tmp), suffix=suffix)
     return out
 
 

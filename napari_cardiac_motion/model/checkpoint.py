@@ -11,13 +11,13 @@ It is loaded with ``weights_only=True`` (no arbitrary code runs when a file is o
 from __future__ import annotations
 
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_write
 from ..errors import CheckpointError
 from .network import JointConfig, JointMotionSegNet
 
@@ -38,7 +38,6 @@ def save_checkpoint(model: JointMotionSegNet, path: str | os.PathLike, metadata:
     ``extra`` holds additional tensors/values (e.g. optimiser state for resuming training).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -48,15 +47,7 @@ def save_checkpoint(model: JointMotionSegNet, path: str | os.PathLike, metadata:
     }
     if extra:
         payload["extra"] = extra
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a model is shared like any other document
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

@@ -208,15 +208,29 @@ class JointMotionSegNet(nn.Module):
         seg_all = self.segment_features(feats_all)[..., :h, :w]
         seg_src = seg_all[:b]
         seg = seg_all[b:].unflatten(0, (b, t))
-        # motion features: repeat ED features for every frame of its sequence
-        feats_src_rep = [f.repeat_interleave(t, dim=0) for f in feats_src]
+        return seg, self.flows_from_features(feats_src, feats_tgt, (h, w)), seg_src
+
+    def flows_from_features(self, feats_src: list[torch.Tensor], feats_tgt: list[torch.Tensor],
+                            size: tuple[int, int]) -> torch.Tensor:
+        """Run the motion branch over sequences.
+
+        Args:
+            feats_src: encoder features of the B ED frames.
+            feats_tgt: encoder features of the B·T target frames, sequence-major, in temporal order.
+            size: ``(H, W)`` to crop the flows to (the unpadded frame size).
+        Returns:
+            flows ``(B, T, 2, H, W)`` in pixels ``(dy, dx)``.
+        """
+        b = feats_src[0].shape[0]
+        t = feats_tgt[0].shape[0] // b
+        feats_src_rep = [f.repeat_interleave(t, dim=0) for f in feats_src]  # ED features for every frame
         mfeat = self.motion_features(feats_src_rep, feats_tgt).unflatten(0, (b, t))
         hidden = None
         flows = []
         for k in range(t):
             flow, hidden = self.flow_step(mfeat[:, k], hidden)
-            flows.append(flow[..., :h, :w])
-        return seg, torch.stack(flows, 1), seg_src
+            flows.append(flow[..., : size[0], : size[1]])
+        return torch.stack(flows, 1)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -144,14 +144,8 @@ def forward_sequence(model: JointMotionSegNet, images: torch.Tensor) -> tuple[to
     x, _ = model._pad16(images.reshape(b * t, 1, h, w))
     feats = model.encode(x)
     seg = model.segment_features(feats)[..., :h, :w].unflatten(0, (b, t))
-    feats_src = [f.unflatten(0, (b, t))[:, :1].expand(-1, t, *f.shape[1:]).flatten(0, 1) for f in feats]
-    mfeat = model.motion_features(feats_src, feats).unflatten(0, (b, t))
-    hidden = None
-    flows = []
-    for k in range(t):
-        flow, hidden = model.flow_step(mfeat[:, k], hidden)
-        flows.append(flow[..., :h, :w])
-    return seg, torch.stack(flows, 1)
+    feats_src = [f.unflatten(0, (b, t))[:, 0] for f in feats]
+    return seg, model.flows_from_features(feats_src, feats, (h, w))
 
 
 def batch_losses(model: JointMotionSegNet, images: torch.Tensor, codes: torch.Tensor, cfg: TrainConfig,

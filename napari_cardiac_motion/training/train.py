@@ -214,11 +214,7 @@ class Sampler:
             i, z = self.acdc_items[k]
             case = self.acdc[i]
             order = [case.ed, case.es] if self.rng.random() < 0.5 else [case.es, case.ed]
-            wide = bool(self.rng.random() < self.cfg.wide_prob)
-            cy, cx = self._centre(case, z, wide)
-            imgs.append(crop_centered(case.image[order, z], cy, cx, self.pre, 0))
-            cods.append(crop_centered(case.codes[order, z], cy, cx, self.pre, IGNORE_INDEX))
-            wides.append(wide)
+            self._add_crop(case, z, order, imgs, cods, wides)
         return self._finish(imgs, cods, wides)
 
     def sunny_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,12 +225,16 @@ class Sampler:
             stride = int(self.rng.integers(1, 4))
             n = min(self.cfg.sb_frames, case.n_frames)
             order = [(case.ed + stride * j) % case.n_frames for j in range(n)]
-            wide = bool(self.rng.random() < self.cfg.wide_prob)
-            cy, cx = self._centre(case, z, wide)
-            imgs.append(crop_centered(case.image[order, z], cy, cx, self.pre, 0))
-            cods.append(crop_centered(case.codes[order, z], cy, cx, self.pre, IGNORE_INDEX))
-            wides.append(wide)
+            self._add_crop(case, z, order, imgs, cods, wides)
         return self._finish(imgs, cods, wides)
+
+    def _add_crop(self, case, z: int, order: list[int], imgs: list, cods: list, wides: list) -> None:
+        """Crop frames ``order`` of slice ``z`` around the heart (or a wide view) and append them."""
+        wide = bool(self.rng.random() < self.cfg.wide_prob)
+        cy, cx = self._centre(case, z, wide)
+        imgs.append(crop_centered(case.image[order, z], cy, cx, self.pre, 0))
+        cods.append(crop_centered(case.codes[order, z], cy, cx, self.pre, IGNORE_INDEX))
+        wides.append(wide)
 
 
 # --------------------------------------------------------------------------------------------------

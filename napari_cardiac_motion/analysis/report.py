@@ -1,0 +1,249 @@
+"""Exports of a :class:`~.measurements.Measurements`: JSON, CSV, PNG figures and a one-page HTML report.
+
+Figures use matplotlib's object API with the Agg canvas (no pyplot state, no GUI; safe off the main
+thread). The plotting functions draw onto a given ``Axes`` so the napari panel reuses them. Every file
+is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..atomic import atomic_write
+from .measurements import SCALAR_MEASURES, Measurements
+from .strain import SEGMENT_NAMES
+
+LV_COLOUR, RV_COLOUR, MYO_COLOUR = "#e63333", "#4073f2", "#33bf4d"
+RADIAL_COLOUR, CIRC_COLOUR = "#d95f02", "#7570b3"
+
+
+def _write_text(path: str | os.PathLike, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def fmt_value(value: Any, unit: str = "") -> str:
+    """A measure for display: 1 decimal (frames as integers), ``—`` when unknown."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if unit == "frame" or isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.1f}"
+
+
+# ----------------------------------------------------------------------------- tables
+
+def write_json(m: Measurements, path: str | os.PathLike) -> Path:
+    """``measurements.json`` (see :meth:`Measurements.to_dict`)."""
+    return _write_text(path, json.dumps(m.to_dict(), indent=2))
+
+
+def measures_table(m: Measurements) -> list[tuple[str, str, str, str]]:
+    """``(key, value, unit, help)`` rows of every scalar measure (value formatted for display)."""
+    return [(k, fmt_value(m.scalars.get(k), u), u, h) for k, (u, h) in SCALAR_MEASURES.items()]
+
+
+def write_csv(m: Measurements, path: str | os.PathLike) -> Path:
+    """Every scalar measure as ``measure,value,unit,description`` rows, then model and input rows."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["measure", "value", "unit", "description"])
+    row = m.summary_row()
+    for k, (unit, desc) in SCALAR_MEASURES.items():
+        w.writerow([k, "" if row.get(k) is None else row[k], unit, desc])
+    w.writerow(["model_name", m.model.get("name") or "", "", "model that produced the labels and motion"])
+    w.writerow(["model_version", m.model.get("version") or "", "", "its version"])
+    w.writerow(["input", m.input or "", "", "input file"])
+    return _write_text(path, buf.getvalue())
+
+
+def write_curves_csv(m: Measurements, path: str | os.PathLike) -> Path:
+    """One row per frame: time, LV/RV/myocardial volume, global strain (and AHA segment strain)."""
+    t, unit = m.time_axis()
+    cols: dict[str, Iterable] = {"frame": range(m.n_frames), f"time_{unit}": t,
+                                 "lv_volume_ml": m.lv_volume_ml, "rv_volume_ml": m.rv_volume_ml,
+                                 "myo_volume_ml": m.myo_volume_ml}
+    s = m.strain
+    if s is not None:
+        cols["radial_strain_percent"] = s.radial_percent
+        cols["circumferential_strain_percent"] = s.circumferential_percent
+        if s.segments_available:
+            for i in range(len(SEGMENT_NAMES)):
+                cols[f"seg{i + 1}_radial_percent"] = s.segment_radial_percent[i]
+                cols[f"seg{i + 1}_circumferential_percent"] = s.segment_circumferential_percent[i]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(list(cols))
+    for values in zip(*cols.values()):
+        w.writerow(["" if isinstance(v, float) and not np.isfinite(v) else (round(float(v), 4) if isinstance(
+            v, (float, np.floating)) else v) for v in values])
+    return _write_text(path, buf.getvalue())
+
+
+def write_cohort_csv(rows: list[dict[str, Any]], path: str | os.PathLike, first: Iterable[str] = ("case",)) -> Path:
+    """Rows (dicts) as a CSV with the union of their keys (``first`` columns first)."""
+    keys: list[str] = list(first)
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
+    return _write_text(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_volumes(ax, m: Measurements) -> None:
+    """LV and RV volume (ml) over time, ED and ES marked."""
+    t, unit = m.time_axis()
+    ax.plot(t, m.lv_volume_ml, "-o", color=LV_COLOUR, ms=3, label="LV")
+    if np.any(m.rv_volume_ml > 0):
+        ax.plot(t, m.rv_volume_ml, "-o", color=RV_COLOUR, ms=3, label="RV")
+    for f, name in ((m.ed_frame, "ED"), (m.es_frame, "ES")):
+        ax.axvline(t[f], color="0.6", lw=0.8, ls=":")
+        ax.annotate(name, (t[f], 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_ylabel("volume (ml)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def plot_strain(ax, m: Measurements) -> None:
+    """Global radial and circumferential strain (%) over time (a note when there is no motion)."""
+    t, unit = m.time_axis()
+    s = m.strain
+    if s is None or not np.isfinite(s.radial_percent).any():
+        ax.text(0.5, 0.5, "no strain: needs the model's motion", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.plot(t, s.radial_percent, "-o", color=RADIAL_COLOUR, ms=3, label="radial")
+        ax.plot(t, s.circumferential_percent, "-o", color=CIRC_COLOUR, ms=3, label="circumferential")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_ylabel("strain vs ED (%)")
+    ax.grid(alpha=0.3)
+
+
+def plot_segments(fig, m: Measurements) -> None:
+    """AHA segment curves: radial (left) and circumferential (right), coloured by level."""
+    t, unit = m.time_axis()
+    s = m.strain
+    axes = fig.subplots(1, 2, sharex=True)
+    colours = {0: "#1b9e77", 1: "#d95f02", 2: "#7570b3"}
+    for ax, data, title in ((axes[0], None if s is None else s.segment_radial_percent, "radial"),
+                            (axes[1], None if s is None else s.segment_circumferential_percent, "circumferential")):
+        if data is None or not np.isfinite(data).any():
+            ax.text(0.5, 0.5, (s.note if s is not None and s.note else "no segments"), ha="center", va="center",
+                    transform=ax.transAxes, wrap=True, fontsize=8)
+        else:
+            for i in range(data.shape[0]):
+                lev = 0 if i < 6 else (1 if i < 12 else 2)
+                ax.plot(t, data[i], color=colours[lev], lw=1, alpha=0.8,
+                        label=("basal", "mid", "apical")[lev] if i in (0, 6, 12) else None)
+            ax.legend(fontsize=7)
+        ax.set_title(f"AHA segments: {title} strain (%)", fontsize=9)
+        ax.set_xlabel(f"time ({unit})")
+        ax.grid(alpha=0.3)
+
+
+def _figure(width: float = 5.0, height: float = 3.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_png(kind: str, m: Measurements) -> bytes:
+    """PNG bytes of one figure: ``volumes``, ``strain`` or ``segments``."""
+    if kind == "segments":
+        fig = _figure(9.0, 3.2)
+        plot_segments(fig, m)
+    else:
+        fig = _figure()
+        ax = fig.add_subplot()
+        {"volumes": plot_volumes, "strain": plot_strain}[kind](ax, m)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def save_figures(m: Measurements, folder: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
+    """``volumes.png``, ``strain.png`` and (with segments) ``segments.png`` in ``folder``."""
+    kinds = ["volumes", "strain"] + (["segments"] if m.strain is not None and m.strain.segments_available else [])
+    out = {}
+    for kind in kinds:
+        data = figure_png(kind, m)
+
+        def write(tmp: str, data: bytes = data) -> None:
+            Path(tmp).write_bytes(data)
+
+        out[kind] = atomic_write(Path(folder) / f"{prefix}{kind}.png", write)
+    return out
+
+
+# ----------------------------------------------------------------------------- HTML report
+
+def html_report(m: Measurements, title: str = "Cardiac function") -> str:
+    """A self-contained one-page HTML report (figures embedded as PNG)."""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(k)}</td><td class='v'>{html.escape(v)}</td><td>{html.escape(u)}</td>"
+        f"<td class='h'>{html.escape(h)}</td></tr>"
+        for k, v, u, h in measures_table(m) if v != "—" or not k.endswith("_m2"))
+    kinds = ["volumes", "strain"] + (["segments"] if m.strain is not None and m.strain.segments_available else [])
+    figs = "\n".join(
+        f"<img alt='{k}' src='data:image/png;base64,{base64.b64encode(figure_png(k, m)).decode()}'>" for k in kinds)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in m.notes)
+    model = html.escape(f"{m.model.get('name') or '?'} (version {m.model.get('version') or '?'})")
+    dz, dy, dx = m.spacing_mm
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:980px;margin:1em auto;font-size:13px}}
+table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:2px 8px}}
+td.v{{text-align:right;font-weight:bold}}td.h{{color:#555}}img{{max-width:48%;margin:4px}}
+.small{{color:#666;font-size:11px}}</style></head><body>
+<h2>{html.escape(title)}</h2>
+<p>Input: <b>{html.escape(m.input or '?')}</b><br>Model: {model}<br>
+Voxel spacing (dz, dy, dx): {dz:.2f} × {dy:.2f} × {dx:.2f} mm; frame interval {m.frame_interval_ms:.1f} ms;
+ED frame {m.ed_frame}, ES frame {m.es_frame} (0-based).</p>
+<table><tr><th>measure</th><th>value</th><th>unit</th><th>meaning</th></tr>
+{rows}</table>
+{f'<ul>{notes}</ul>' if notes else ''}
+<div>{figs}</div>
+<p class="small">Automated measurements from a segmentation and motion model; review the contours before
+clinical use. Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} by napari-cardiac-motion.</p>
+</body></html>
+"""
+
+
+def write_html(m: Measurements, path: str | os.PathLike) -> Path:
+    return _write_text(path, html_report(m))
+
+
+def export_all(m: Measurements, folder: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
+    """JSON, CSV (measures and curves), PNG figures and the HTML report into ``folder``."""
+    folder = Path(folder)
+    out = {
+        "json": write_json(m, folder / f"{prefix}measurements.json"),
+        "csv": write_csv(m, folder / f"{prefix}measurements.csv"),
+        "curves_csv": write_curves_csv(m, folder / f"{prefix}curves.csv"),
+    }
+    out.update(save_figures(m, folder, prefix))
+    out["html"] = write_html(m, folder / f"{prefix}report.html")
+    return out

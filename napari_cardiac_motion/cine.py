@@ -19,6 +19,9 @@ class Cine:
         frame_interval_ms: time between frames in ms (0 if unknown).
         affine: 4x4 NIfTI affine mapping voxel indices ``(i=X, j=Y, k=Z)`` to RAS mm.
         name: a short name for layers and reports (file stem).
+        warnings: messages about questionable input the reader noticed but could work around
+            (e.g. an affine whose voxel size disagrees with pixdim, a gap between DICOM slices);
+            the viewer shows them, the CLI prints them. Empty when the input looked clean.
     """
 
     data: np.ndarray
@@ -26,6 +29,7 @@ class Cine:
     frame_interval_ms: float = 0.0
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     name: str = "cine"
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data = validate_cine_array(self.data)

@@ -19,3 +19,7 @@ class DeviceError(CardiacMotionError):
 
 class CancelledError(CardiacMotionError):
     """The user cancelled a long-running job (inference, training)."""
+
+
+class InputWarning(UserWarning):
+    """The input was read, but something about it is questionable (the message says what was assumed)."""

@@ -10,17 +10,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_cardiac_motion.errors import InputError
+from napari_cardiac_motion.errors import InputError, InputWarning
 from napari_cardiac_motion.io import (
     read_cine,
     read_dicom_folder,
     read_nifti,
     read_nifti_flow,
     read_nifti_labels,
+    read_nifti_volume,
     write_nifti_flow,
     write_nifti_image,
     write_nifti_labels,
+    write_slicer_displacement,
 )
+from napari_cardiac_motion.io.nifti import FLOW_DESCRIP
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SB_NIFTI = DATA / "sunnybrook" / "SC-HF-I-1" / "sa.nii.gz"
@@ -71,7 +74,7 @@ def test_read_nifti_3d_is_one_frame_and_single_slice_cine(tmp_path):
     assert cine.shape == (1, 3, 24, 20)
     assert cine.name == "vol"
     one = _random_xyzt((20, 24, 1, 6))
-    cine = read_nifti(_save_xyzt(tmp_path / "one.nii.gz", one, zooms=(1, 1, 1, 30.0)))
+    cine = read_nifti(_save_xyzt(tmp_path / "one.nii.gz", one, zooms=(1.2, 1.5, 8.0, 30.0)))
     assert cine.shape == (6, 1, 24, 20)
     assert cine.frame_interval_ms == pytest.approx(30.0)
     five = _random_xyzt((20, 24, 3, 5, 1))
@@ -97,7 +100,8 @@ def test_labels_round_trip_axis_order(tmp_path):
     lab[1, 2, 5, 17] = 3  # asymmetric: one voxel only
     lab[0, 0, 0:2, 0] = 1
     out = write_nifti_labels(tmp_path / "seg.nii.gz", lab, AFFINE, (8.0, 1.5, 1.2), 40.0)
-    assert not list(tmp_path.glob(".tmp_*"))  # atomic write leaves no temp file
+    # atomic write leaves no temporary file (whatever its name) beside the output
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["seg.nii.gz"]
     img = nib.load(str(out))
     assert img.shape == (x, y, z, t)
     assert img.get_data_dtype() == np.uint8
@@ -125,6 +129,87 @@ def test_flow_round_trip_component_order(tmp_path):
     np.testing.assert_array_equal(back, flow)
 
 
+def test_flow_header_says_voxels_pull_and_claims_no_displacement_intent(tmp_path):
+    flow = np.zeros((2, 1, 16, 16, 2), np.float32)
+    hdr = nib.load(str(write_nifti_flow(tmp_path / "flow.nii.gz", flow, AFFINE, (8.0, 1.5, 1.2), 40.0))).header
+    # no vector/displacement intent: ITK and 3D Slicer would read it as an LPS displacement in mm
+    assert hdr.get_intent()[0] == "none"
+    assert int(hdr["intent_code"]) not in (1006, 1007)
+    descrip = hdr["descrip"].item().decode()
+    assert descrip == FLOW_DESCRIP and len(FLOW_DESCRIP) <= 80
+    for word in ("voxels", "(dx,dy)", "pull", "ED", "NOT mm", "NOT LPS"):
+        assert word in descrip
+
+
+def test_slicer_displacement_is_lps_mm_on_the_cine_grid(tmp_path):
+    t, z, y, x = 2, 3, 16, 20
+    flow = np.zeros((t, z, y, x, 2), np.float32)
+    flow[1, 2, 5, 7] = (0.5, -2.0)  # (dy, dx) voxels at (t=1, z=2, y=5, x=7)
+    paths = write_slicer_displacement(tmp_path / "disp", flow, AFFINE)
+    assert [p.name for p in paths] == ["displacement_t000.nii.gz", "displacement_t001.nii.gz"]
+    img = nib.load(str(paths[1]))
+    assert img.shape == (x, y, z, 1, 3)
+    assert img.header.get_intent()[0] == "vector"  # ITK reads vectors as stored: LPS
+    np.testing.assert_allclose(img.affine, AFFINE)
+    u = np.asarray(img.dataobj)[7, 5, 2, 0]
+    # the point the pull transform maps voxel (i, j, k) to is voxel (i + dx, j + dy, k), in LPS mm
+    ras_from = AFFINE @ [7, 5, 2, 1]
+    ras_to = AFFINE @ [7 - 2.0, 5 + 0.5, 2, 1]
+    lps = np.array([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(lps * ras_from[:3] + u, lps * ras_to[:3], atol=1e-5)
+    assert np.count_nonzero(np.asarray(img.dataobj)) == 2  # only that voxel moves (z component is 0)
+    assert not np.asarray(nib.load(str(paths[0])).dataobj).any()
+
+
+# --- voxel size: pixdim vs affine --------------------------------------------------------------------
+
+
+def _save_inconsistent(path: Path, affine, pixdim) -> Path:
+    img = nib.Nifti1Image(_random_xyzt((20, 24, 3, 2)), affine)
+    img.header.set_zooms(tuple(pixdim) + (30.0,))
+    img.header.set_xyzt_units("mm", "msec")
+    nib.save(img, str(path))
+    back = nib.load(str(path))  # the file really holds both sizes
+    assert back.header.get_zooms()[:3] == pytest.approx(pixdim)
+    np.testing.assert_allclose(back.affine, affine)
+    return path
+
+
+def test_unit_affine_with_true_pixdim_uses_pixdim_and_warns(tmp_path):
+    """ACDC's original headers: a 1 mm sform, the true voxel size only in pixdim."""
+    p = _save_inconsistent(tmp_path / "acdc_like.nii.gz", np.eye(4), (1.4, 1.4, 10.0))
+    with pytest.warns(InputWarning) as rec:
+        cine = read_nifti(p)
+    msg = str(rec[0].message)
+    assert "acdc_like.nii.gz" in msg and "(1.4, 1.4, 10)" in msg and "(1, 1, 1)" in msg
+    assert "Using (1.4, 1.4, 10) mm from pixdim" in msg
+    np.testing.assert_allclose(cine.spacing, (10.0, 1.4, 1.4), rtol=1e-6)
+    np.testing.assert_allclose(cine.affine, np.eye(4))  # kept as stored: outputs overlay the input
+    assert cine.warnings == [msg]
+
+
+def test_scaled_affine_disagreeing_with_pixdim_uses_the_affine_and_warns(tmp_path):
+    p = _save_inconsistent(tmp_path / "odd.nii.gz", np.diag([1.5, 1.5, 8.0, 1.0]), (1.2, 1.2, 5.0))
+    with pytest.warns(InputWarning, match=r"odd\.nii\.gz.*pixdim is \(1\.2, 1\.2, 5\).*affine.*\(1\.5, 1\.5, 8\).*"
+                                          r"Using \(1\.5, 1\.5, 8\) mm from the affine"):
+        vol = read_nifti_volume(p)
+    assert vol.spacing == pytest.approx((8.0, 1.5, 1.5))
+    assert vol.data.dtype == np.int16 and vol.data.shape == (2, 3, 24, 20)  # raw dtype, (T, Z, Y, X)
+    assert len(vol.warnings) == 1
+
+
+def test_consistent_header_reads_without_warning(tmp_path):
+    import warnings
+
+    p = _save_xyzt(tmp_path / "ok.nii.gz", _random_xyzt(), zooms=(1.2, 1.5, 8.0, 40.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        cine = read_nifti(p)
+        vol = read_nifti_volume(p)
+    assert cine.warnings == [] and vol.warnings == []
+    np.testing.assert_allclose(vol.spacing, (8.0, 1.5, 1.2), rtol=1e-6)
+
+
 # --- DICOM ----------------------------------------------------------------------------------------
 
 
@@ -137,6 +222,7 @@ def test_dicom_folder_equals_nifti():
     np.testing.assert_allclose(dcm.spacing, nii.spacing, atol=1e-3)
     np.testing.assert_allclose(dcm.affine, nii.affine, atol=1e-3)
     assert 35.0 < dcm.frame_interval_ms < 45.0
+    assert dcm.warnings == [] and nii.warnings == []  # a complete, consistent series: nothing to report
     assert read_cine(SB_DICOM).shape == nii.shape
     assert read_cine(SB_NIFTI).shape == nii.shape
 

@@ -12,14 +12,17 @@ from ..cine import Cine
 from ..errors import InputError
 from .dicom import dicom_files_in, looks_like_dicom, read_dicom_folder
 from .nifti import (
+    NiftiVolume,
     is_nifti_path,
     nifti_stem,
     read_nifti,
     read_nifti_flow,
     read_nifti_labels,
+    read_nifti_volume,
     write_nifti_flow,
     write_nifti_image,
     write_nifti_labels,
+    write_slicer_displacement,
 )
 
 
@@ -43,6 +46,9 @@ __all__ = [
     "read_dicom_folder",
     "read_nifti_labels",
     "read_nifti_flow",
+    "read_nifti_volume",
+    "NiftiVolume",
+    "write_slicer_displacement",
     "write_nifti_image",
     "write_nifti_labels",
     "write_nifti_flow",

@@ -7,20 +7,34 @@ Axis orders (DESIGN.md §1):
 * Motion: file ``(X, Y, Z, T, 2)`` float32 with components ``(dx, dy)``  <->
   memory ``(T, Z, Y, X, 2)`` with components ``(dy, dx)``.
 
-Every write goes to a temporary file in the destination folder and is then moved into place with
-:func:`os.replace`, so a crash never leaves a half-written file under the final name.
+Every write goes through :func:`~napari_cardiac_motion.atomic.atomic_write` (temporary file, fsync,
+rename), so a crash never leaves a half-written file under the final name.
+
+Voxel size (one rule, used by every reader in the package through :func:`read_nifti_volume`):
+NIfTI stores it twice, in ``pixdim`` and in the affine (sform, else qform). They normally agree. When
+they disagree by more than 0.1 %:
+
+* if the affine's three axes are all 1 mm long (a placeholder sform some converters write; ACDC's
+  original release does this) and pixdim says otherwise, **pixdim** is used;
+* otherwise the **affine** is used (the NIfTI standard makes the sform the voxel→world mapping).
+
+Either way a :class:`~napari_cardiac_motion.errors.InputWarning` names the file, both sizes and the one
+used, and the message is kept in ``Cine.warnings``. The affine itself is kept as stored, so outputs
+written with it overlay the input in any viewer exactly as the input does.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_write
 from ..cine import Cine
-from ..errors import InputError
+from ..errors import InputError, InputWarning
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -109,25 +123,114 @@ def _to_xyzt(arr: np.ndarray, name: str, what: str = "image") -> np.ndarray:
     return arr
 
 
+#: Relative tolerance between pixdim and the affine's axis lengths before they count as disagreeing.
+VOXEL_SIZE_RTOL = 1e-3
+
+
+def _fmt_mm(v) -> str:
+    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
+
+
+def resolve_voxel_size(affine: np.ndarray, zooms, name: str = "image") -> tuple[tuple[float, float, float], str | None]:
+    """Voxel size ``(dx, dy, dz)`` in mm along NIfTI ``(X, Y, Z)`` by the module's rule, and a warning
+    message (``None`` when pixdim and the affine agree).
+
+    ``zooms`` are the header's pixdim values (at least the first three are used; invalid or missing
+    values count as unknown).
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    from_affine = np.linalg.norm(aff[:3, :3], axis=0)
+    z = [float(v) for v in list(zooms)[:3]] + [np.nan] * max(0, 3 - len(list(zooms)[:3]))
+    pix = np.array([v if np.isfinite(v) and v > 0 else np.nan for v in z])
+    aff_ok = np.isfinite(from_affine) & (from_affine > 0)
+    if not np.all(np.isfinite(pix)):
+        used = np.where(np.isfinite(pix), pix, np.where(aff_ok, from_affine, 1.0))
+        return (float(used[0]), float(used[1]), float(used[2])), None
+    if not np.all(aff_ok) or np.allclose(pix, from_affine, rtol=VOXEL_SIZE_RTOL, atol=1e-5):
+        return (float(pix[0]), float(pix[1]), float(pix[2])), None
+    unit_affine = np.allclose(from_affine, 1.0, rtol=0, atol=1e-3)
+    if unit_affine:
+        used, which = pix, ("pixdim, because the affine's axes are all 1 mm long, a placeholder some "
+                            "converters write (ACDC's original release does)")
+    else:
+        used, which = from_affine, "the affine (the NIfTI standard's voxel-to-world mapping)"
+    msg = (
+        f"{name}: the voxel size in the header's pixdim is {_fmt_mm(pix)} mm but the affine "
+        f"(sform/qform) says {_fmt_mm(from_affine)} mm along (x, y, z). Using {_fmt_mm(used)} mm from "
+        f"{which}. Volumes and the model's pixel size depend on it: if that is wrong, fix the header "
+        "(e.g. re-export the file, or set the sform and pixdim to the true voxel size)."
+    )
+    return (float(used[0]), float(used[1]), float(used[2])), msg
+
+
+@dataclass
+class NiftiVolume:
+    """A NIfTI file's data in memory order with its geometry (see :func:`read_nifti_volume`).
+
+    Attributes:
+        data: ``(T, Z, Y, X)``, the file's dtype after nibabel's scaling (a 3D file has T = 1).
+        spacing: ``(dz, dy, dx)`` in mm, by the module's voxel-size rule.
+        frame_interval_ms: time between frames in ms (0 if unknown or 3D).
+        affine: 4x4 affine as stored (voxel ``(i=X, j=Y, k=Z)`` → RAS mm).
+        name: file name without ``.nii``/``.nii.gz``.
+        warnings: messages about the header (already issued as :class:`InputWarning`).
+    """
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    frame_interval_ms: float
+    affine: np.ndarray
+    name: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> NiftiVolume:
+    """Read any NIfTI image or label file as ``(T, Z, Y, X)`` in its own dtype, with its geometry.
+
+    The one NIfTI reader of the package: cines, labels, training and evaluation data all come
+    through here. ``what`` names the file's role in error messages ("image", "label image", ...).
+    Raises :class:`InputError` for missing, corrupt, 2D or >4D files; warns (:class:`InputWarning`)
+    when pixdim and the affine disagree (see the module docstring for the rule).
+    """
+    img, raw = _load(path)
+    fname = Path(path).name
+    arr = _to_xyzt(raw, fname, what)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    (dx, dy, dz), msg = resolve_voxel_size(affine, img.header.get_zooms(), fname)
+    notes = []
+    if msg:
+        notes.append(msg)
+        warnings.warn(msg, InputWarning, stacklevel=2)
+    return NiftiVolume(
+        data=np.ascontiguousarray(np.transpose(arr, (3, 2, 1, 0))),
+        spacing=(dz, dy, dx),
+        frame_interval_ms=_frame_interval_ms(img.header),
+        affine=affine,
+        name=nifti_stem(path),
+        warnings=notes,
+    )
+
+
 def read_nifti(path: str | os.PathLike) -> Cine:
     """Read a NIfTI cine as a :class:`Cine` with data ``(T, Z, Y, X)`` float32.
 
-    3D files ``(X, Y, Z)`` become one frame; ``(X, Y, 1, T)`` is a single-slice cine.
+    3D files ``(X, Y, Z)`` become one frame; ``(X, Y, 1, T)`` is a single-slice cine. Header
+    warnings (voxel size) are issued and kept in ``Cine.warnings``.
     """
-    img, raw = _load(path)
-    name = nifti_stem(path)
-    if raw.dtype.kind not in "uif" and raw.dtype.kind != "b":
-        raise InputError(f"{Path(path).name} has data type {raw.dtype}, not a real number image.")
-    arr = _to_xyzt(raw, Path(path).name)
-    data = np.ascontiguousarray(np.transpose(arr, (3, 2, 1, 0)), dtype=np.float32)
-    zooms = img.header.get_zooms()
-    dx, dy, dz = (float(z) if z and np.isfinite(z) and z > 0 else 1.0 for z in (list(zooms) + [1, 1, 1])[:3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # re-issued below with the caller's stack level
+        vol = read_nifti_volume(path)
+    if vol.data.dtype.kind not in "uif" and vol.data.dtype.kind != "b":
+        raise InputError(f"{Path(path).name} has data type {vol.data.dtype}, not a real number image.")
+    for msg in vol.warnings:
+        warnings.warn(msg, InputWarning, stacklevel=2)
     return Cine(
-        data=data,
-        spacing=(dz, dy, dx),
-        frame_interval_ms=_frame_interval_ms(img.header),
-        affine=np.asarray(img.affine, dtype=np.float64),
-        name=name,
+        data=vol.data.astype(np.float32, copy=False),
+        spacing=vol.spacing,
+        frame_interval_ms=vol.frame_interval_ms,
+        affine=vol.affine,
+        name=vol.name,
+        warnings=list(vol.warnings),
     )
 
 
@@ -212,16 +315,23 @@ def write_nifti_labels(
 
 
 def read_nifti_labels(path: str | os.PathLike) -> np.ndarray:
-    """Read labels as ``(T, Z, Y, X)`` uint8."""
-    _, raw = _load(path)
-    arr = _to_xyzt(raw, Path(path).name, "label image")
+    """Read labels as ``(T, Z, Y, X)`` uint8 (geometry comes from the image they belong to)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # voxel size of a label file is not used
+        arr = read_nifti_volume(path, "label image").data
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)):
             raise InputError(f"{Path(path).name} contains NaN labels; labels must be integers 0..255.")
         arr = np.rint(arr)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise InputError(f"{Path(path).name}: label values must lie in 0..255, found {arr.min()}..{arr.max()}.")
-    return np.ascontiguousarray(np.transpose(arr, (3, 2, 1, 0)).astype(np.uint8))
+    return np.ascontiguousarray(arr.astype(np.uint8))
+
+
+#: ``descrip`` of ``flow.nii.gz`` (NIfTI allows 80 characters): what the numbers are, and what they are not.
+FLOW_DESCRIP = "u_t voxels (dx,dy) pull t->ED: I_t(p)~I_ED(p+u_t(p)); NOT mm, NOT LPS"
+#: ``intent_name`` of ``flow.nii.gz`` (16 characters at most).
+FLOW_INTENT_NAME = "dx,dy vox pull"
 
 
 def write_nifti_flow(
@@ -232,14 +342,69 @@ def write_nifti_flow(
     frame_interval_ms: float = 0.0,
 ) -> Path:
     """Write motion ``(T, Z, Y, X, 2)`` with components ``(dy, dx)`` as NIfTI ``(X, Y, Z, T, 2)``
-    float32 with components ``(dx, dy)`` (in voxels, along NIfTI X then Y)."""
+    float32 with components ``(dx, dy)`` (in voxels, along NIfTI X then Y).
+
+    The header carries no vector/displacement intent (ITK and 3D Slicer would read such a field as
+    an LPS displacement in mm, which this is not); ``descrip`` states the convention instead
+    (:data:`FLOW_DESCRIP`). For a field those viewers read correctly use
+    :func:`write_slicer_displacement`.
+    """
     f = np.asarray(flow)
     if f.ndim != 5 or f.shape[-1] != 2:
         raise InputError(f"Flow must have shape (T, Z, Y, X, 2); got {f.shape}.")
     arr = np.transpose(f[..., ::-1], (3, 2, 1, 0, 4)).astype(np.float32)
     img = _make_image(arr, affine, spacing, frame_interval_ms, np.float32)
-    img.header.set_intent("vector", (), name="disp (dx,dy) vox")
+    img.header.set_intent("none", (), name=FLOW_INTENT_NAME)
+    img.header["descrip"] = FLOW_DESCRIP.encode("ascii")
     return _save_atomic(img, path)
+
+
+def flow_to_lps_mm(flow_t: np.ndarray, affine) -> np.ndarray:
+    """One frame's motion ``(Z, Y, X, 2)`` ``(dy, dx)`` in voxels → ``(X, Y, Z, 3)`` displacement in
+    LPS mm (the vectors ITK and 3D Slicer expect), using the affine's axes (voxel → RAS mm)."""
+    f = np.asarray(flow_t, dtype=np.float64)
+    if f.ndim != 4 or f.shape[-1] != 2:
+        raise InputError(f"One frame of flow must have shape (Z, Y, X, 2); got {f.shape}.")
+    aff = np.asarray(affine, dtype=np.float64)
+    ras_per_voxel = aff[:3, :2]  # columns: RAS mm per step along NIfTI X (i), then Y (j)
+    lps = np.diag([-1.0, -1.0, 1.0]) @ ras_per_voxel
+    vec_zyx = f[..., 1:2] * lps[:, 0] + f[..., 0:1] * lps[:, 1]  # dx·col_i + dy·col_j, (Z, Y, X, 3)
+    return np.ascontiguousarray(np.transpose(vec_zyx, (2, 1, 0, 3)), dtype=np.float32)
+
+
+def write_slicer_displacement(
+    folder: str | os.PathLike,
+    flow: np.ndarray,
+    affine,
+    stem: str = "displacement",
+) -> list[Path]:
+    """Write each frame's motion as an ITK / 3D Slicer displacement field: ``folder/<stem>_tNNN.nii.gz``.
+
+    Each file is ``(X, Y, Z, 1, 3)`` float32 with the vector intent, the vectors in **LPS mm** on the
+    cine's grid (``affine``), the convention ITK (``ConvertRASVectors`` off, its default) and Slicer
+    read. As a transform it is the resampling (pull) transform ``x → x + u_t(x)`` from frame t's grid
+    into the ED frame: resampling the ED frame through it gives frame t (Slicer: load as a transform,
+    apply it to the ED frame). One file per frame, because those viewers read 3D fields only.
+    ``flow`` is ``(T, Z, Y, X, 2)`` with components ``(dy, dx)`` in voxels (as in memory).
+    """
+    import nibabel as nib
+
+    f = np.asarray(flow)
+    if f.ndim != 5 or f.shape[-1] != 2:
+        raise InputError(f"Flow must have shape (T, Z, Y, X, 2); got {f.shape}.")
+    aff = _affine_or_default(affine, None)
+    out_dir = Path(folder)
+    paths = []
+    for t in range(f.shape[0]):
+        vec = flow_to_lps_mm(f[t], aff)[:, :, :, np.newaxis, :]  # (X, Y, Z, 1, 3)
+        img = nib.Nifti1Image(vec, aff)
+        img.header.set_intent("vector", (), name="disp LPS mm")
+        img.header["descrip"] = f"frame {t} -> ED displacement, LPS mm, ITK/Slicer pull transform".encode("ascii")
+        img.header.set_xyzt_units("mm")
+        img.set_sform(aff, code=1)
+        img.set_qform(aff, code=1)
+        paths.append(_save_atomic(img, out_dir / f"{stem}_t{t:03d}.nii.gz"))
+    return paths
 
 
 def read_nifti_flow(path: str | os.PathLike) -> np.ndarray:

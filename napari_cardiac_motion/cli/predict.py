@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write_json
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..inference import predict_cine
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         "model": {"name": meta.get("name"), "version": meta.get("version"), "path": meta.get("path")},
         "lv_blood_pool_voxels": [int(v) for v in result.lv_volume_voxels],
     }
-    (out / "result.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "result.json", summary)
     print(json.dumps({k: summary[k] for k in ("ed_frame", "es_frame", "device", "seconds", "frames_per_second")}))
     return 0

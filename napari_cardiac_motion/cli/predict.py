@@ -51,5 +51,7 @@ def run(args: argparse.Namespace) -> int:
         "lv_blood_pool_voxels": [int(v) for v in result.lv_volume_voxels],
     }
     atomic_write_json(out / "result.json", summary)
+    from ..analysis import measurements_for_prediction, report  # clinical read-out (issue 8)
+    report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)), out / "measurements.json")
     print(json.dumps({k: summary[k] for k in ("ed_frame", "es_frame", "device", "seconds", "frames_per_second")}))
     return 0

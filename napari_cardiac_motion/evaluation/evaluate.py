@@ -14,13 +14,13 @@ both frames + motion) and the baseline.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..conventions import STRUCTURE_KEYS
 from ..errors import InputError
 from .demons import warp_labels
@@ -209,5 +209,5 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
             return clean(o.item())
         return o
 
-    path.write_text(json.dumps(clean(result), indent=2))
+    atomic_write_json(path, clean(result))
     return path

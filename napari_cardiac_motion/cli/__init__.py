@@ -1,4 +1,4 @@
-"""Command line: ``napari-cardiac-motion {predict,train,evaluate,finetune} ...``.
+"""Command line: ``napari-cardiac-motion {predict,train,evaluate,finetune,batch} ...``.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors meant for users (:class:`CardiacMotionError`) end the program with a one-line message and
@@ -13,7 +13,7 @@ import sys
 
 from ..errors import CardiacMotionError
 
-SUBCOMMANDS = ("predict", "train", "evaluate", "finetune")
+SUBCOMMANDS = ("predict", "train", "evaluate", "finetune", "batch")
 
 
 def build_parser() -> argparse.ArgumentParser:

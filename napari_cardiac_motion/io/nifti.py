@@ -362,12 +362,12 @@ def write_nifti_flow(
 def flow_to_lps_mm(flow_t: np.ndarray, affine) -> np.ndarray:
     """One frame's motion ``(Z, Y, X, 2)`` ``(dy, dx)`` in voxels → ``(X, Y, Z, 3)`` displacement in
     LPS mm (the vectors ITK and 3D Slicer expect), using the affine's axes (voxel → RAS mm)."""
-    f = np.asarray(flow_t, dtype=np.float64)
+    f = np.asarray(flow_t, dtype=np.float32)
     if f.ndim != 4 or f.shape[-1] != 2:
         raise InputError(f"One frame of flow must have shape (Z, Y, X, 2); got {f.shape}.")
     aff = np.asarray(affine, dtype=np.float64)
     ras_per_voxel = aff[:3, :2]  # columns: RAS mm per step along NIfTI X (i), then Y (j)
-    lps = np.diag([-1.0, -1.0, 1.0]) @ ras_per_voxel
+    lps = (np.diag([-1.0, -1.0, 1.0]) @ ras_per_voxel).astype(np.float32)
     vec_zyx = f[..., 1:2] * lps[:, 0] + f[..., 0:1] * lps[:, 1]  # dx·col_i + dy·col_j, (Z, Y, X, 3)
     return np.ascontiguousarray(np.transpose(vec_zyx, (2, 1, 0, 3)), dtype=np.float32)
 

@@ -1,0 +1,492 @@
+"""Dock widget "Cardiac function": the clinical read-out of a segmentation (and its motion).
+
+Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
+
+* reads the chosen Labels layer (the plugin's ``segmentation`` by default), its spacing, frame interval
+  and affine from the layer's metadata (as the Run panel sets it; else from its scale), and the dense
+  motion of the prediction that made it from the plugin's per-viewer session, when there is one;
+* computes :func:`..analysis.compute_measurements` in a napari worker thread (labels are copied on the
+  GUI thread first), debounced after label edits (paint, undo, set data);
+* shows the measures in a table (tooltips: one line of help each), volume and strain curves with a
+  marker at the viewer's current frame that follows the time slider (click a curve to jump there),
+  and a colour bar in mm for the ``motion`` arrows;
+* exports JSON, CSV, PNG figures and the one-page HTML report (:func:`..analysis.report.export_all`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..analysis import SCALAR_MEASURES, Measurements, compute_measurements
+from ..analysis import report as rep
+from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
+from ..errors import CardiacMotionError
+
+DEBOUNCE_MS = 400
+#: table labels of the scalar measures
+DISPLAY_NAMES = {
+    "lv_edv_ml": "LV EDV", "lv_esv_ml": "LV ESV", "lv_sv_ml": "LV SV", "lv_ef_percent": "LV EF",
+    "rv_edv_ml": "RV EDV", "rv_esv_ml": "RV ESV", "rv_sv_ml": "RV SV", "rv_ef_percent": "RV EF",
+    "lv_mass_g": "LV mass", "bsa_m2": "BSA", "lv_edv_index_ml_m2": "LV EDV index",
+    "lv_esv_index_ml_m2": "LV ESV index", "lv_sv_index_ml_m2": "LV SV index", "rv_edv_index_ml_m2": "RV EDV index",
+    "rv_esv_index_ml_m2": "RV ESV index", "lv_mass_index_g_m2": "LV mass index",
+    "peak_radial_strain_percent": "peak radial strain", "peak_circumferential_strain_percent": "peak circ. strain",
+    "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
+}
+
+
+# ----------------------------------------------------------------------------- context (GUI thread)
+
+def _prediction_for(viewer, seg_layer) -> dict[str, Any]:
+    """Dense motion, its reference frame, model and image info of the prediction behind ``seg_layer``.
+
+    Asks the plugin's per-viewer session (or the older per-viewer state); empty when the layer is not
+    the plugin's or nothing is known (volumes still work without it).
+    """
+    try:  # current layout: widgets/_session.py
+        from ._session import get_session
+
+        session = get_session(viewer)
+        key = session.key_for_layer(seg_layer)
+        img = session.state.image(key) if key is not None else None
+        if img is not None and img.result is not None:
+            return {"motion": img.result.motion, "motion_ed": int(img.result.ed_frame), "cine": img.cine,
+                    "model": dict(img.model_metadata or {})}
+    except Exception:  # noqa: BLE001 - an absent or different session: read the layer alone
+        pass
+    try:  # earlier layout: widgets/_state.py
+        from ._state import get_state  # type: ignore[import-not-found]
+
+        st = get_state(viewer)
+        if getattr(st, "segmentation_layer", None) is seg_layer and getattr(st, "result", None) is not None:
+            return {"motion": st.result.motion, "motion_ed": int(st.result.ed_frame), "cine": st.cine,
+                    "model": dict(st.model_metadata or {})}
+    except Exception:  # noqa: BLE001
+        pass
+    return {}
+
+
+def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
+    """Everything the computation needs, read on the GUI thread (labels copied)."""
+    meta = dict(seg_layer.metadata or {})
+    pred = _prediction_for(viewer, seg_layer)
+    cine = pred.get("cine")
+    image = next((ly for ly in viewer.layers if ly.name == meta.get("source_layer")), None)
+    img_meta = dict(getattr(image, "metadata", None) or {})
+    scale = tuple(float(s) for s in seg_layer.scale)
+    spacing = meta.get("spacing") or (cine.spacing if cine is not None else None) or img_meta.get("spacing") \
+        or scale[-3:]
+    interval = meta.get("frame_interval_ms") or (cine.frame_interval_ms if cine is not None else 0.0) \
+        or img_meta.get("frame_interval_ms") or 0.0
+    affine = meta.get("affine") if meta.get("affine") is not None else (cine.affine if cine is not None else None)
+    labels = np.array(seg_layer.data, copy=True)
+    if labels.ndim == 3:
+        labels = labels[None]
+    motion = pred.get("motion")
+    if motion is not None and tuple(motion.shape[:4]) != labels.shape:
+        motion = None
+    model = pred.get("model") or {"name": meta.get("model"), "version": meta.get("model_version")}
+    source = img_meta.get("source_path") or img_meta.get("path") or meta.get("source_layer") or seg_layer.name
+    return {"labels": labels, "spacing": tuple(float(s) for s in spacing), "interval": float(interval or 0.0),
+            "affine": None if affine is None else np.asarray(affine, float), "motion": motion,
+            "motion_ed": pred.get("motion_ed", meta.get("ed_frame")),
+            "model": {"name": model.get("name"), "version": model.get("version")}, "input": str(source)}
+
+
+def _compute(inputs: dict[str, Any], ed: int | None, es: int | None, height: float | None,
+             weight: float | None) -> Measurements | CardiacMotionError:
+    """Worker body (no layer access). User-facing errors are returned, not raised."""
+    try:
+        motion_ed = inputs["motion_ed"] if inputs["motion"] is not None else None
+        return compute_measurements(
+            inputs["labels"], inputs["spacing"], inputs["interval"], motion=inputs["motion"],
+            motion_reference_frame=motion_ed, ed_frame=ed if ed is not None else motion_ed, es_frame=es,
+            height_cm=height, weight_kg=weight, affine=inputs["affine"], model=inputs["model"],
+            input=inputs["input"])
+    except CardiacMotionError as exc:
+        return exc
+
+
+# ----------------------------------------------------------------------------- widget
+
+class FunctionWidget(QWidget):
+    """The "Cardiac function" panel (see module docstring)."""
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.measurements: Measurements | None = None
+        #: number of finished computations (tests wait on it)
+        self.n_computed = 0
+        self.last_export: dict[str, Path] | None = None
+        self._layer = None
+        self._worker = None
+        self._dirty = False
+        self._connected: list[tuple[Any, Any]] = []
+        self._markers: list = []
+        self._busy_export = False
+
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Labels layer (T, Z, Y, X): 1 LV blood pool, 2 LV myocardium, 3 RV blood pool.")
+        self.ed_spin, self.es_spin = QSpinBox(), QSpinBox()
+        for spin, what in ((self.ed_spin, "ED: largest LV volume (or the model's ED)"), (self.es_spin,
+                                                                                          "ES: smallest LV volume")):
+            spin.setRange(-1, 0)
+            spin.setSpecialValueText("auto")
+            spin.setValue(-1)
+            spin.setToolTip(f"Override the frame; auto = {what}.")
+        self.height_spin, self.weight_spin = QDoubleSpinBox(), QDoubleSpinBox()
+        for spin, unit, hi in ((self.height_spin, " cm", 250.0), (self.weight_spin, " kg", 400.0)):
+            spin.setRange(0.0, hi)
+            spin.setDecimals(1)
+            spin.setSuffix(unit)
+            spin.setSpecialValueText("unknown")
+            spin.setToolTip("For the body surface area (Mosteller) and indexed values.")
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["measure", "value", "unit"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(180)
+        self.figure = Figure(figsize=(4.0, 5.2), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(340)
+        self.canvas.mpl_connect("button_press_event", self._on_click)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
+        self.refresh_button = QPushButton("Recompute")
+        self.status = QLabel("Run the model (or open a segmentation) to see the read-out.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("labels", self.layer_combo)
+        frames = QHBoxLayout()
+        frames.addWidget(QLabel("ED"))
+        frames.addWidget(self.ed_spin)
+        frames.addWidget(QLabel("ES"))
+        frames.addWidget(self.es_spin)
+        form.addRow("frames", frames)
+        body = QHBoxLayout()
+        body.addWidget(self.height_spin)
+        body.addWidget(self.weight_spin)
+        form.addRow("height, weight", body)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.refresh_button)
+        buttons.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.table)
+        layout.addWidget(self.canvas)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.compute)
+        for spin in (self.ed_spin, self.es_spin, self.height_spin, self.weight_spin):
+            spin.valueChanged.connect(self.schedule)
+        self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
+        self.refresh_button.clicked.connect(self.compute)
+        self.export_button.clicked.connect(self._ask_export)
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._refresh_layers)
+        ev.removed.connect(self._refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._update_markers)
+        self._session_signal = None
+        try:  # a new prediction (or a fine-tuned model's) lands: the motion and model change
+            from ._session import get_session
+
+            self._session_signal = get_session(self.viewer).changed
+            self._session_signal.connect(self._on_session_changed)
+        except Exception:  # noqa: BLE001 - no session: the layer's own events still drive updates
+            self._session_signal = None
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ layers
+
+    def _labels_layers(self) -> list:
+        from napari.layers import Labels
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Labels) and ly.ndim in (3, 4)]
+
+    def _refresh_layers(self, event=None) -> None:
+        layers = self._labels_layers()
+        current = self._layer if self._layer in layers else None
+        if current is None and layers:
+            named = [ly for ly in layers if ly.name.startswith(SEGMENTATION_LAYER)]
+            current = (named or layers)[0]
+        self._layers = layers
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems([ly.name for ly in layers])
+        if current is not None:
+            self.layer_combo.setCurrentIndex(layers.index(current))
+        self.layer_combo.blockSignals(False)
+        self._set_layer(current)
+
+    def _on_layer_chosen(self, index: int) -> None:
+        layers = getattr(self, "_layers", [])
+        self._set_layer(layers[index] if 0 <= index < len(layers) else None)
+
+    def _set_layer(self, layer) -> None:
+        if layer is self._layer:
+            return
+        for emitter, cb in self._connected:
+            try:
+                emitter.disconnect(cb)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._connected = []
+        self._layer = layer
+        if layer is None:
+            return
+        n_t = layer.data.shape[0] if layer.ndim == 4 else 1
+        for spin in (self.ed_spin, self.es_spin):
+            spin.setMaximum(max(n_t - 1, 0))
+        for name in ("paint", "data", "labels_update", "metadata"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(self.schedule)
+                self._connected.append((emitter, self.schedule))
+        self.compute()
+
+    @property
+    def layer(self):
+        """The Labels layer read out (or ``None``)."""
+        return self._layer
+
+    def set_layer(self, layer) -> None:
+        """Choose a Labels layer of the viewer."""
+        self._refresh_layers()
+        self.layer_combo.setCurrentIndex(self._layers.index(layer))
+
+    def _on_session_changed(self, key=None, what: str = "") -> None:
+        if what in ("result", "model", "removed"):
+            self._refresh_layers()
+            self.schedule()
+
+    # ------------------------------------------------------------------ compute
+
+    def schedule(self, event=None) -> None:
+        """Recompute after a quiet moment (label edits come in bursts)."""
+        self._timer.start()
+
+    def _overrides(self) -> tuple[int | None, int | None, float | None, float | None]:
+        ed, es = self.ed_spin.value(), self.es_spin.value()
+        h, w = self.height_spin.value(), self.weight_spin.value()
+        return (None if ed < 0 else ed, None if es < 0 else es, h if h > 0 else None, w if w > 0 else None)
+
+    def compute(self) -> None:
+        """Start a computation in a worker thread (queued when one is running)."""
+        from napari.qt.threading import create_worker
+
+        layer = self._layer
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if self._worker is not None:
+            self._dirty = True
+            return
+        try:
+            inputs = _inputs_from_layers(self.viewer, layer)
+        except Exception as exc:  # noqa: BLE001 - never a traceback in the user's face
+            self.status.setText(f"Cannot read '{layer.name}': {exc}")
+            return
+        self._dirty = False
+        self.status.setText("Computing…")
+        worker = create_worker(_compute, inputs, *self._overrides(), _start_thread=False)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(lambda exc: self.status.setText(f"Error: {type(exc).__name__}: {exc}"))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        if self._dirty:
+            self.compute()
+
+    def _on_result(self, out) -> None:
+        self.n_computed += 1
+        if isinstance(out, CardiacMotionError):
+            self.status.setText(f"Error: {out}")
+            return
+        self.measurements = m = out
+        self._fill_table(m)
+        self._draw(m)
+        note = ("; " + "; ".join(m.notes)) if m.notes else ""
+        self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
+                            f"{'' if m.strain is not None else '; no motion: strain not available'}{note}")
+
+    def _fill_table(self, m: Measurements) -> None:
+        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not (v == "—" and "index" in k)]
+        self.table.setRowCount(len(rows))
+        for i, (key, value, unit, help_) in enumerate(rows):
+            for j, text in enumerate((DISPLAY_NAMES.get(key, key), value, unit)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(help_)
+                self.table.setItem(i, j, item)
+
+    def value_text(self, key: str) -> str | None:
+        """The table's displayed value of a measure (``None`` when not shown)."""
+        name = DISPLAY_NAMES.get(key, key)
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).text() == name:
+                return self.table.item(i, 1).text()
+        return None
+
+    # ------------------------------------------------------------------ plots
+
+    def _draw(self, m: Measurements) -> None:
+        self.figure.clear()
+        motion_layer = next((ly for ly in self.viewer.layers if ly.name.startswith(MOTION_LAYER)
+                             and hasattr(ly, "edge_contrast_limits")), None)
+        n_rows = 3 if motion_layer is not None else 2
+        grid = self.figure.add_gridspec(n_rows, 1, height_ratios=[1, 1, 0.08][:n_rows])
+        self.ax_volume = self.figure.add_subplot(grid[0])
+        self.ax_strain = self.figure.add_subplot(grid[1], sharex=self.ax_volume)
+        rep.plot_volumes(self.ax_volume, m)
+        rep.plot_strain(self.ax_strain, m)
+        self.ax_volume.set_xlabel("")
+        if motion_layer is not None:
+            self._draw_motion_legend(self.figure.add_subplot(grid[2]), motion_layer, m)
+        self._markers = [ax.axvline(0, color="k", lw=1.2, alpha=0.7) for ax in (self.ax_volume, self.ax_strain)]
+        self._update_markers()
+
+    @staticmethod
+    def _draw_motion_legend(cax, motion_layer, m: Measurements) -> None:
+        """Colour bar of the motion arrows (their colour is displacement magnitude) in mm."""
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        lo, hi = (float(v) for v in motion_layer.edge_contrast_limits)
+        px = float(np.mean(m.spacing_mm[1:]))  # arrow magnitudes are in pixels
+        cmap = getattr(motion_layer.edge_colormap, "name", "plasma")
+        try:
+            sm = ScalarMappable(Normalize(lo * px, hi * px), cmap=cmap)
+        except ValueError:
+            sm = ScalarMappable(Normalize(lo * px, hi * px), cmap="plasma")
+        cb = cax.figure.colorbar(sm, cax=cax, orientation="horizontal")
+        cb.set_label("motion arrows: displacement from ED (mm)", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+
+    def _time_axis(self):
+        if self.measurements is None:
+            return np.zeros(0), "frame"
+        return self.measurements.time_axis()
+
+    def current_frame(self) -> int | None:
+        """The frame of the read-out layer shown at the viewer's time slider."""
+        layer = self._layer
+        if layer is None or layer.ndim != 4:
+            return None
+        try:
+            data_pos = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
+        except Exception:  # noqa: BLE001
+            return None
+        n_t = layer.data.shape[0]
+        return int(np.clip(round(float(data_pos[0])), 0, n_t - 1))
+
+    def _update_markers(self, event=None) -> None:
+        frame = self.current_frame()
+        t, _ = self._time_axis()
+        if frame is None or not self._markers or frame >= len(t):
+            return
+        for line in self._markers:
+            line.set_xdata([t[frame], t[frame]])
+        self.canvas.draw_idle()
+
+    def marker_x(self) -> float | None:
+        """Where the current-frame marker is drawn (x in the curves' time unit)."""
+        return float(self._markers[0].get_xdata()[0]) if self._markers else None
+
+    def go_to_frame(self, frame: int) -> None:
+        """Move the viewer's time slider to ``frame`` of the read-out layer."""
+        layer = self._layer
+        if layer is None or layer.ndim != 4:
+            return
+        axis = self.viewer.dims.ndim - layer.ndim  # layers are aligned on their last axes
+        world = layer.data_to_world([frame, 0, 0, 0])
+        self.viewer.dims.set_point(axis, float(world[0]))
+
+    def _on_click(self, event) -> None:
+        t, _ = self._time_axis()
+        if event.xdata is None or event.inaxes not in (getattr(self, "ax_volume", None),
+                                                        getattr(self, "ax_strain", None)) or not len(t):
+            return
+        self.go_to_frame(int(np.argmin(np.abs(t - event.xdata))))
+
+    # ------------------------------------------------------------------ export
+
+    def _ask_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export the cardiac function read-out to a folder")
+        if folder:
+            self.export(folder)
+
+    def export(self, folder: str | Path) -> None:
+        """Write every export to ``folder`` in a worker thread; ``last_export`` holds the paths after."""
+        from napari.qt.threading import create_worker
+
+        m = self.measurements
+        if m is None or self._busy_export:
+            return
+        self._busy_export = True
+        self.status.setText(f"Exporting to {folder}…")
+
+        def job():
+            try:
+                return rep.export_all(m, folder)
+            except OSError as exc:
+                return exc
+
+        worker = create_worker(job, _start_thread=False)
+        worker.returned.connect(self._on_exported)
+        worker.finished.connect(lambda: setattr(self, "_busy_export", False))
+        worker.start()
+
+    def _on_exported(self, out) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if isinstance(out, Exception):
+            self.status.setText(f"Export failed: {out}")
+            show_error(f"Cardiac function: export failed ({out})")
+            return
+        self.last_export = out
+        folder = Path(next(iter(out.values()))).parent
+        self.status.setText(f"Exported {len(out)} files to {folder}")
+        show_info(f"Cardiac function: {len(out)} files written to {folder}")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        self._set_layer(None)
+        ev = self.viewer.layers.events
+        for emitter, cb in ((self.viewer.dims.events.current_step, self._update_markers),
+                            (ev.inserted, self._refresh_layers), (ev.removed, self._refresh_layers),
+                            (self._session_signal, self._on_session_changed)):
+            try:
+                if emitter is not None:
+                    emitter.disconnect(cb)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        super().closeEvent(event)

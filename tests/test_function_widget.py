@@ -1,0 +1,134 @@
+"""The "Cardiac function" panel in a real napari viewer (run under Xvfb: ``make test``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_cardiac_motion.analysis import compute_measurements  # noqa: E402
+from napari_cardiac_motion.widgets.function_widget import FunctionWidget  # noqa: E402
+
+SPACING = (8.0, 1.5, 1.25)
+INTERVAL = 40.0
+TIMEOUT_MS = 30_000
+
+
+def _labels() -> np.ndarray:
+    """(T=5, Z=2, 40, 48): an LV disc whose radius 9 → 6 → 9 px, a myocardial ring 3 px, an RV blob."""
+    t_n, z_n, h, w = 5, 2, 40, 48
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - 20, xx - 26)
+    lab = np.zeros((t_n, z_n, h, w), np.uint8)
+    for t, radius in enumerate((9, 8, 6, 7, 9)):
+        for z in range(z_n):
+            lab[t, z][(r >= radius) & (r < radius + 3)] = 2
+            lab[t, z][r < radius] = 1
+            lab[t, z][(np.hypot(yy - 20, xx - 8) < 5 + t % 2)] = 3
+    return lab
+
+
+def _viewer_with_segmentation(make_napari_viewer):
+    viewer = make_napari_viewer()
+    lab = _labels()
+    image = viewer.add_image(lab.astype(np.float32), name="cine", scale=(1.0, *SPACING),
+                             metadata={"spacing": SPACING, "frame_interval_ms": INTERVAL,
+                                       "source_path": "/data/cine.nii.gz"})
+    seg = viewer.add_labels(lab.copy(), name="segmentation", scale=image.scale,
+                            metadata={"spacing": SPACING, "frame_interval_ms": INTERVAL, "source_layer": "cine",
+                                      "model": "test-model", "model_version": "3"})
+    return viewer, seg
+
+
+def test_panel_table_curves_marker_click_edit_export(make_napari_viewer, qtbot, tmp_path):
+    from matplotlib.backend_bases import MouseEvent
+
+    viewer, seg = _viewer_with_segmentation(make_napari_viewer)
+    widget = FunctionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cardiac function")
+    qtbot.waitUntil(lambda: widget.n_computed >= 1 and widget.measurements is not None, timeout=TIMEOUT_MS)
+    expected = compute_measurements(_labels(), SPACING, INTERVAL)
+    assert widget.layer is seg
+    assert widget.value_text("lv_edv_ml") == f"{expected['lv_edv_ml']:.1f}"
+    assert widget.value_text("lv_ef_percent") == f"{expected['lv_ef_percent']:.1f}"
+    assert widget.value_text("lv_mass_g") == f"{expected['lv_mass_g']:.1f}"
+    assert widget.value_text("es_frame") == "2"
+    assert expected["lv_ef_percent"] > 40  # the phantom does contract
+
+    # the marker follows the time slider (frame 3 = 120 ms)
+    viewer.dims.set_point(0, 3.0)
+    assert widget.current_frame() == 3
+    assert widget.marker_x() == pytest.approx(3 * INTERVAL)
+
+    # a click on the volume curve near 40 ms moves the time slider to frame 1
+    ax = widget.ax_volume
+    x_px, y_px = ax.transData.transform((41.0, float(expected.lv_volume_ml[1])))
+    widget.canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", widget.canvas, x_px, y_px, 1))
+    assert widget.current_frame() == 1
+    assert widget.marker_x() == pytest.approx(INTERVAL)
+
+    # painting LV blood pool into the ED frame updates the values (debounced, off the GUI thread)
+    n_before = widget.n_computed
+    viewer.dims.set_point(0, 0.0)
+    seg.brush_size = 6
+    seg.paint((0, 0, 20, 40), 1)
+    assert seg.data[0, 0, 20, 40] == 1
+    qtbot.waitUntil(lambda: widget.n_computed > n_before, timeout=TIMEOUT_MS)
+    edited = compute_measurements(seg.data, SPACING, INTERVAL)
+    assert edited["lv_edv_ml"] > expected["lv_edv_ml"]
+    assert widget.value_text("lv_edv_ml") == f"{edited['lv_edv_ml']:.1f}"
+
+    # overriding ES and giving height/weight
+    widget.es_spin.setValue(1)
+    widget.height_spin.setValue(180.0)
+    widget.weight_spin.setValue(80.0)
+    qtbot.waitUntil(lambda: widget.measurements.es_frame == 1 and widget.measurements["bsa_m2"] is not None,
+                    timeout=TIMEOUT_MS)
+    assert widget.value_text("bsa_m2") == "2.0"
+
+    widget.export(tmp_path / "export")
+    qtbot.waitUntil(lambda: widget.last_export is not None, timeout=TIMEOUT_MS)
+    names = {p.name for p in widget.last_export.values()}
+    assert {"measurements.json", "measurements.csv", "curves.csv", "volumes.png", "strain.png",
+            "report.html"} <= names
+    data = json.loads((tmp_path / "export" / "measurements.json").read_text())
+    assert data["es_frame"] == 1 and data["model"] == {"name": "test-model", "version": "3"}
+    assert data["input"] == "/data/cine.nii.gz"
+    assert data["lv_edv_ml"] == pytest.approx(edited["lv_edv_ml"])
+
+
+def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_path):
+    """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
+    import torch
+
+    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    torch.manual_seed(0)
+    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    with torch.no_grad():
+        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 2.0, 2.5, 0.0]))
+        net.flow_out.weight.normal_(std=0.05)
+        net.flow_out.bias.fill_(0.05)
+    ckpt = save_checkpoint(net, tmp_path / "m.pt", {"name": "tiny-run", "version": "1"})
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale(),
+                     metadata={"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0, "affine": tiny_cine.affine})
+    run = RunWidget(viewer)
+    viewer.window.add_dock_widget(run)
+    run.set_model_path(ckpt)
+    widget = FunctionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    run.run()
+    qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
+    seg = next(ly for ly in viewer.layers if ly.name.startswith("segmentation"))
+    qtbot.waitUntil(lambda: widget.layer is seg and widget.measurements is not None
+                    and widget.measurements.strain is not None, timeout=TIMEOUT_MS)
+    m = widget.measurements
+    assert m.model.get("name") == "tiny-run"
+    assert m.strain.radial_percent.shape == (tiny_cine.shape[0],)
+    assert np.isfinite(m.strain.radial_percent[m.strain.reference_frame])

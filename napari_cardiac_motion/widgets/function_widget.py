@@ -85,6 +85,11 @@ def _prediction_for(viewer, seg_layer) -> dict[str, Any]:
     return {}
 
 
+def _first(*values):
+    """The first value that is not ``None``."""
+    return next((v for v in values if v is not None), None)
+
+
 def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
     """Everything the computation needs, read on the GUI thread (labels copied)."""
     meta = dict(seg_layer.metadata or {})
@@ -93,11 +98,11 @@ def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
     image = next((ly for ly in viewer.layers if ly.name == meta.get("source_layer")), None)
     img_meta = dict(getattr(image, "metadata", None) or {})
     scale = tuple(float(s) for s in seg_layer.scale)
-    spacing = meta.get("spacing") or (cine.spacing if cine is not None else None) or img_meta.get("spacing") \
-        or scale[-3:]
-    interval = meta.get("frame_interval_ms") or (cine.frame_interval_ms if cine is not None else 0.0) \
-        or img_meta.get("frame_interval_ms") or 0.0
-    affine = meta.get("affine") if meta.get("affine") is not None else (cine.affine if cine is not None else None)
+    spacing = _first(meta.get("spacing"), None if cine is None else cine.spacing, img_meta.get("spacing"),
+                     scale[-3:])
+    interval = _first(meta.get("frame_interval_ms") or None, None if cine is None else cine.frame_interval_ms or None,
+                      img_meta.get("frame_interval_ms"), 0.0)
+    affine = _first(meta.get("affine"), None if cine is None else cine.affine, img_meta.get("affine"))
     labels = np.array(seg_layer.data, copy=True)
     if labels.ndim == 3:
         labels = labels[None]

@@ -17,19 +17,23 @@ from .errors import CardiacMotionError
 
 LayerData = list[tuple[Any, dict, str]]
 
+#: napari axis labels of every cine layer (the viewer's sliders read t and z)
+AXIS_LABELS = ("t", "z", "y", "x")
+
 #: npe2's null-layer sentinel: the reader handled the path (and reported the problem) but adds no layer.
 NO_LAYERS: list = [(None,)]
 
 
 def cine_to_layer_data(cine: Cine, source_path: str | os.PathLike | None = None) -> LayerData:
-    """Image layer data for a :class:`Cine` (scale in mm, geometry kept in ``metadata``)."""
+    """Image layer data for a :class:`Cine`: axes ``t, z, y, x`` (the sliders read t and z, in frames and
+    slices), scale in mm (one step per frame), geometry kept in ``metadata``."""
     meta = {
         "spacing": tuple(cine.spacing),
         "frame_interval_ms": float(cine.frame_interval_ms),
         "affine": cine.affine.copy(),
         "source_path": str(source_path) if source_path is not None else None,
     }
-    kwargs = {"name": cine.name, "scale": cine.napari_scale(), "metadata": meta}
+    kwargs = {"name": cine.name, "scale": cine.napari_scale(), "metadata": meta, "axis_labels": AXIS_LABELS}
     return [(cine.data, kwargs, "image")]
 
 

@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     viewer = napari.Viewer(title="napari-cardiac-motion demo")
     data, kwargs, _ = load_sample_cine()[0]
-    image = viewer.add_image(data, **kwargs)
-    viewer.dims.axis_labels = ("t", "z", "y", "x")
+    image = viewer.add_image(data, **kwargs)  # the reader's kwargs name the axes t, z, y, x
     widget = _dock_run_widget(viewer)
     widget.set_layer(image)
     if args.model:
@@ -109,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     _wait(widget, args.timeout)
     print(f"demo: {widget.status_label.text()}", file=sys.stderr)
 
-    state = widget.state
-    ok = widget.last_outcome == "done" and state.result is not None
+    state = widget.state.current
+    ok = widget.last_outcome == "done" and state is not None and state.result is not None
     if ok:
         r = state.result
         frame = r.es_frame

@@ -103,3 +103,24 @@ def list_models(folder: str | os.PathLike | None = None) -> list[tuple[Path, dic
         out.append((p, meta))
     out.sort(key=lambda pm: (str(pm[1].get("date", "")), pm[0].name), reverse=True)
     return out
+
+
+def delete_model(path: str | os.PathLike, folder: str | os.PathLike | None = None) -> None:
+    """Delete a fine-tuned model from the model folder.
+
+    Refuses (:class:`CheckpointError`) the shipped default and any file outside the model folder.
+    """
+    p = Path(path)
+    root = Path(folder) if folder is not None else models_dir(create=False)
+    try:
+        inside = p.resolve().parent == root.resolve()
+    except OSError:
+        inside = False
+    if _is_default(p) or not inside or p.suffix != ".pt":
+        raise CheckpointError(f"{p.name} is not one of your saved models (in {root}); it was not deleted.")
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CheckpointError(f"Could not delete {p.name}: {exc.strerror or exc}.") from None

@@ -130,3 +130,73 @@ def test_corrections_survive_rerun_that_overwrote_the_layer(pred):
     assert tr.update_from_labels(merged2) == {(1, 0), (2, 2)}
     merged2[2, 2] = tr.revert(2, 2)
     assert tr.update_from_labels(merged2) == {(1, 0)}
+
+
+def test_provenance_hand_propagated_accepted(pred):
+    tr = CorrectionTracker(pred)
+    layer = pred.copy()
+    layer[0, 1, :2, :2] = 2  # painted
+    tr.update_from_labels(layer, [(0, 1)])
+    proposal = np.full(pred.shape[2:], 3, np.uint8)
+    for t in (1, 2, 3):
+        layer[t, 1] = proposal
+    tr.set_propagated({(t, 1): proposal for t in (1, 2, 3)})
+    assert tr.corrected == {(0, 1)} and tr.propagated == {(1, 1), (2, 1), (3, 1)}
+    # a full diff keeps proposals as proposals (they are not corrections)
+    assert tr.update_from_labels(layer) == {(0, 1)}
+    # proposals never reach fine-tuning
+    assert labelled_pairs(tr.corrections_array(layer)) == [(0, 1)]
+    # painting over a proposal makes it the annotator's
+    layer[1, 1, 5, 5] = 0
+    tr.update_from_labels(layer, [(1, 1)])
+    assert tr.kind(1, 1) == "hand"
+    # undoing a proposal (back to the prediction) drops it
+    layer[2, 1] = pred[2, 1]
+    tr.update_from_labels(layer, [(2, 1)])
+    assert tr.kind(2, 1) is None
+    # accepting makes a correction, kept even where it equals the prediction
+    assert tr.accept() == [(3, 1)]
+    assert tr.corrected == {(0, 1), (1, 1), (3, 1)} and tr.propagated == set()
+    with pytest.raises(ValueError):
+        tr.set_propagated({(0, 1): proposal})  # a correction is never overwritten by a proposal
+
+
+def test_merge_replaces_proposals_keeps_accepted(pred):
+    tr = CorrectionTracker(pred)
+    layer = pred.copy()
+    prop = np.full(pred.shape[2:], 2, np.uint8)
+    layer[1, 0] = prop
+    layer[2, 0] = prop
+    tr.set_propagated({(1, 0): prop, (2, 0): prop})
+    tr.accept([(2, 0)])
+    new = np.zeros_like(pred)
+    merged = tr.merge_new_prediction(new, layer)
+    assert (merged[1, 0] == 0).all()  # the unaccepted proposal is replaced
+    assert (merged[2, 0] == 2).all() and tr.kind(2, 0) == "accepted"
+    assert tr.corrected == {(2, 0)} and tr.propagated == set()
+
+
+def test_stale_sidecar_is_not_trusted(tmp_path, pred):
+    from napari_cardiac_motion.io import write_nifti_labels
+
+    tr = CorrectionTracker(pred)
+    layer = pred.copy()
+    layer[1, 1, :3, :3] = 3
+    layer[2, 2, :3, :3] = 3
+    tr.update_from_labels(layer)
+    out, side = tr.save(tmp_path / "c.nii.gz", layer)
+    assert json.loads(side.read_text())["labels_sha256"]
+    # the sidecar belongs to its file: trusted
+    tr2 = CorrectionTracker(pred)
+    tr2.load(out)
+    assert tr2.corrected == {(1, 1), (2, 2)} and tr2.load_warning is None
+    # the NIfTI is re-saved by another program (slice (2, 2) undone, (0, 0) edited); the old sidecar stays
+    other = pred.copy()
+    other[1, 1] = layer[1, 1]
+    other[0, 0, 0, 0] = 2
+    write_nifti_labels(out, other)
+    tr3 = CorrectionTracker(pred)
+    shown = tr3.load(out)
+    assert tr3.load_warning and "does not belong" in tr3.load_warning
+    assert tr3.corrected == {(1, 1), (0, 0)}  # from the file itself, not the stale list
+    assert np.array_equal(shown, other)

@@ -1,5 +1,6 @@
-"""The Corrections panel in a real viewer: run → paint → edit detected (undo too) → propagate →
-fine-tune (few steps, tiny model) → re-run, corrected slice untouched (run under Xvfb: ``make test``)."""
+"""The Corrections widget in a real viewer: run → paint → edit detected (undo too) → revert (undoable) →
+propagate (proposals, not corrections) → accept → teach (few steps, tiny model) → re-run, corrections
+untouched → undo teaching → saved models listed and deleted (run under Xvfb: ``make test``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
 
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint  # noqa: E402
-from napari_cardiac_motion.widgets import get_state  # noqa: E402
+from napari_cardiac_motion.widgets import _session, get_session  # noqa: E402
 from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
 from napari_cardiac_motion.widgets.corrections_widget import CorrectionsWidget  # noqa: E402
 
@@ -34,10 +35,27 @@ def model_path(tmp_path_factory):
 def notifications(monkeypatch):
     import napari.utils.notifications as nt
 
-    seen: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(nt, "show_error", lambda msg, *a, **k: seen["error"].append(str(msg)))
-    monkeypatch.setattr(nt, "show_info", lambda msg, *a, **k: seen["info"].append(str(msg)))
+    seen: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
+    for kind in seen:
+        monkeypatch.setattr(nt, f"show_{kind}", lambda msg, *a, _k=kind, **k: seen[_k].append(str(msg)))
     return seen
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """Questions the plugin asks; answer with ``answers.append(True/False)`` before the action."""
+    class Replies(list):
+        asked: list[str] = []
+
+    replies = Replies()
+    asked = replies.asked = []
+
+    def fake_ask(parent, title, text):
+        asked.append(text)
+        return replies.pop(0) if replies else False
+
+    monkeypatch.setattr(_session, "ask", fake_ask)
+    return replies
 
 
 @pytest.fixture
@@ -70,10 +88,15 @@ def _paint(layer, t, z, value, ys=slice(2, 8), xs=slice(2, 9)):
     layer.data_setitem(idx, value)  # what the brush does: writes history and emits `paint`
 
 
-def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notifications, home):
+def _idle(qtbot, corr):
+    qtbot.waitUntil(lambda: not corr.is_running, timeout=TIMEOUT_MS)
+
+
+def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notifications, home, answers):
     viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
     seg = viewer.layers["segmentation"]
-    state = get_state(viewer)
+    img = get_session(viewer).state.current
+    panel = corr.corrections
     assert corr.corrected == []
 
     # paint → detected per (frame, slice)
@@ -81,96 +104,145 @@ def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notificati
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
     _paint(seg, 2, 1, 3)
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0), (2, 1)], timeout=5000)
-    assert corr.list.count() == 2
-    # undo / redo
+    assert panel.list.count() == 2 and "painted" in panel.list.item(0).text()
+    # undo / redo (napari's own)
     seg.undo()
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
     seg.redo()
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0), (2, 1)], timeout=5000)
-    # clicking an item moves the viewer there
+    # clicking an item moves the viewer there: the sliders read the same frame and slice
     corr.select_pair(2, 1)
     assert tuple(viewer.dims.current_step[:2]) == (2, 1)
-    # revert slice
+    # revert slice — one napari undo step brings the painting back
+    painted21 = np.array(seg.data[2, 1])
     corr.revert_button.click()
     assert corr.corrected == [(0, 0)]
-    np.testing.assert_array_equal(seg.data[2, 1], state.predicted_labels[2, 1])
+    np.testing.assert_array_equal(seg.data[2, 1], img.predicted_labels[2, 1])
+    panel.undo_button.click()
+    np.testing.assert_array_equal(seg.data[2, 1], painted21)
+    qtbot.waitUntil(lambda: corr.corrected == [(0, 0), (2, 1)], timeout=5000)
 
-    # propagate (slice 0) and undo it in one step
+    # propagate slice 0 from frame 0: proposals on the other frames, NOT corrections
     corr.select_pair(0, 0)
     before = np.array(seg.data[:, 0])
     corr.propagate_button.click()
-    assert corr.undo_propagation_button.isEnabled()
-    assert not np.array_equal(seg.data[:, 0], before)
+    _idle(qtbot, corr)
+    qtbot.waitUntil(lambda: corr.propagated != [], timeout=5000)
+    changed = [f for f in range(1, 4) if not np.array_equal(seg.data[f, 0], before[f])]
+    assert changed
+    assert corr.corrected == [(0, 0), (2, 1)]  # the corrected set after Propagate: unchanged
+    assert corr.propagated == [(f, 0) for f in changed]
+    texts = [panel.list.item(i).text() for i in range(panel.list.count())]
+    assert sum("not yet accepted" in t for t in texts) == len(changed)
+    assert not (img.corrections_array()[changed[0], 0] != 255).any()  # not taught
     np.testing.assert_array_equal(seg.data[0, 0], before[0])
-    corr.undo_propagation_button.click()
+    # one Undo removes the whole propagation
+    panel.undo_button.click()
     np.testing.assert_array_equal(seg.data[:, 0], before)
-    qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
+    qtbot.waitUntil(lambda: corr.propagated == [], timeout=5000)
+    assert corr.corrected == [(0, 0), (2, 1)]
+    # propagate again, accept one frame: it becomes a correction
+    corr.select_pair(0, 0)
+    corr.propagate_button.click()
+    _idle(qtbot, corr)
+    qtbot.waitUntil(lambda: corr.propagated != [], timeout=5000)
+    first = corr.propagated[0]
+    corr.select_pair(*first)
+    panel.accept_button.click()
+    assert first in corr.corrected and first not in corr.propagated
 
-    # fine-tune (3 steps) → new model saved, used, cine re-predicted, corrected slice untouched
-    painted = np.array(seg.data[0, 0])
-    old_result = state.result
-    corr.steps_spin.setValue(3)
+    # teach (2 steps) → new model saved, used, cine re-predicted, corrections untouched
+    kept = {p: np.array(seg.data[p]) for p in corr.corrected}
+    old_result = img.result
+    corr.steps_spin.setValue(2)
     corr.finetune_button.click()
     assert corr.is_running
-    qtbot.waitUntil(lambda: not corr.is_running, timeout=TIMEOUT_MS)
-    assert corr.last_outcome == "done", (corr.status_label.text(), notifications)
+    assert not run.run_button.isEnabled()  # one job at a time on this image
+    _idle(qtbot, corr)
+    assert corr.finetune.last_outcome == "done", (corr.finetune.status_label.text(), notifications)
     assert not notifications["error"]
-    assert len(corr.loss_plot.values) == 3
+    assert len(corr.finetune.loss_plot.values) == 2
     saved = list((home / "models").glob("*.pt"))
-    assert len(saved) == 1 and state.model_path == saved[0]
+    assert len(saved) == 1 and img.model_path == saved[0]
     _, meta = load_checkpoint(saved[0])
-    assert meta["corrected_slices"] == [[0, 0]] and meta["steps"] == 3 and meta["source_image"] == "tiny"
-    assert state.result is not old_result
-    np.testing.assert_array_equal(seg.data[0, 0], painted)
-    assert corr.corrected == [(0, 0)]
-    assert run.model_path() == str(saved[0])  # the Run panel now uses the fine-tuned model
+    assert sorted(map(tuple, meta["corrected_slices"])) == sorted(kept)
+    assert meta["steps"] == 2 and meta["source_image"] == "tiny"
+    assert img.result is not old_result
+    for p, values in kept.items():
+        np.testing.assert_array_equal(seg.data[p], values)
+    assert corr.propagated == []  # proposals were redrawn by the new model
+    assert run.model_path() == str(saved[0])  # the Run panel now uses the taught model
+    assert corr.models.paths() == [str(saved[0])]
 
-    # re-run from the Run panel: the corrected slice survives
+    # re-run from the Run panel: the corrections survive
     run.run_button.click()
     qtbot.waitUntil(lambda: not run.is_running, timeout=TIMEOUT_MS)
     assert run.last_outcome == "done"
-    qtbot.wait(200)
-    np.testing.assert_array_equal(seg.data[0, 0], painted)
-    assert corr.corrected == [(0, 0)]
+    for p, values in kept.items():
+        np.testing.assert_array_equal(seg.data[p], values)
 
-    # revert model → back to the tiny model
-    assert corr.revert_model_button.isEnabled()
-    corr.revert_model_button.click()
-    qtbot.waitUntil(lambda: not corr.is_running, timeout=TIMEOUT_MS)
-    assert corr.last_outcome == "done", corr.status_label.text()
-    assert str(state.model_path) == str(model_path)
-    np.testing.assert_array_equal(seg.data[0, 0], painted)
+    # the model in use cannot be deleted
+    corr.models.select_path(saved[0])
+    corr.models.delete_button.click()
+    assert saved[0].exists() and "in use" in corr.models.status_label.text()
+
+    # undo teaching → back to the tiny model, corrections still there
+    assert corr.finetune.revert_model_button.isEnabled()
+    corr.finetune.revert_model_button.click()
+    _idle(qtbot, corr)
+    assert corr.finetune.last_outcome == "done", corr.finetune.status_label.text()
+    assert str(img.model_path) == str(model_path)
+    for p, values in kept.items():
+        np.testing.assert_array_equal(seg.data[p], values)
+
+    # now it may be deleted, after asking: "no" keeps it, "yes" deletes it
+    corr.models.select_path(saved[0])
+    answers.append(False)
+    corr.models.delete_button.click()
+    assert saved[0].exists() and answers.asked
+    answers.append(True)
+    corr.models.delete_button.click()
+    assert not saved[0].exists() and corr.models.paths() == []
 
 
 def test_cancel_keeps_model_and_save_load(make_napari_viewer, qtbot, model_path, tiny_cine, notifications, home,
-                                          tmp_path):
+                                          tmp_path, answers):
     viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
     seg = viewer.layers["segmentation"]
-    state = get_state(viewer)
+    img = get_session(viewer).state.current
+    panel = corr.corrections
     _paint(seg, 1, 1, 2)
     qtbot.waitUntil(lambda: corr.corrected == [(1, 1)], timeout=5000)
 
     corr.steps_spin.setValue(2000)
     corr.finetune_button.click()
-    qtbot.waitUntil(lambda: len(corr.loss_plot.values) >= 1, timeout=TIMEOUT_MS)
-    corr.cancel_button.click()
-    qtbot.waitUntil(lambda: not corr.is_running, timeout=TIMEOUT_MS)
-    assert corr.last_outcome == "cancelled"
-    assert str(state.model_path) == str(model_path)
+    qtbot.waitUntil(lambda: len(corr.finetune.loss_plot.values) >= 1, timeout=TIMEOUT_MS)
+    corr.finetune.cancel_button.click()
+    _idle(qtbot, corr)
+    assert corr.finetune.last_outcome == "cancelled"
+    assert str(img.model_path) == str(model_path)
     assert not (home / "models").exists() or not list((home / "models").glob("*.pt"))
-    assert not corr.revert_model_button.isEnabled()
+    assert not corr.finetune.revert_model_button.isEnabled()
 
     # save, wipe, load
     painted = np.array(seg.data[1, 1])
-    out = corr.save_corrections(tmp_path / "c.nii.gz")
+    out = panel.save_corrections(tmp_path / "c.nii.gz")
     assert out is not None and out[1].exists()
     corr.select_pair(1, 1)
     corr.revert_button.click()
     assert corr.corrected == []
-    assert corr.load_corrections(tmp_path / "c.nii.gz")
+    assert panel.load_corrections(tmp_path / "c.nii.gz")
     assert corr.corrected == [(1, 1)]
     np.testing.assert_array_equal(seg.data[1, 1], painted)
 
+    # loading over edits asks first; "no" keeps them
+    _paint(seg, 3, 0, 3)
+    qtbot.waitUntil(lambda: corr.corrected == [(1, 1), (3, 0)], timeout=5000)
+    answers.append(False)
+    assert not panel.load_corrections(tmp_path / "c.nii.gz")
+    assert corr.corrected == [(1, 1), (3, 0)] and answers.asked
+
     # errors are notifications, not tracebacks
-    assert not corr.load_corrections(tmp_path / "missing.nii.gz")
+    answers.append(True)
+    assert not panel.load_corrections(tmp_path / "missing.nii.gz")
     assert notifications["error"]

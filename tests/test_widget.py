@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 from napari.layers import Image, Labels, Vectors  # noqa: E402
 
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint  # noqa: E402
-from napari_cardiac_motion.widgets import get_state  # noqa: E402
+from napari_cardiac_motion.widgets import get_session, get_state  # noqa: E402
 from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -99,8 +99,9 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     for value in (1, 2, 3):  # fixed colours
         np.testing.assert_allclose(seg.colormap.map(np.array([value]))[0],
                                    rw.segmentation_layer_data(np.zeros((1, 1, 1, 1)))[1]["colormap"][value])
-    state = get_state(viewer)
-    assert state.image_layer is image and state.result is not None
+    assert tuple(viewer.dims.axis_labels[-4:]) == ("t", "z", "y", "x")  # not "-4", "-3"
+    state = get_state(viewer).current
+    assert get_session(viewer).image_layer(state.key) is image and state.result is not None
     assert seg.metadata["ed_frame"] == state.result.ed_frame and seg.metadata["source_layer"] == image.name
     assert seg.metadata["es_frame"] == state.result.es_frame and seg.metadata["model"] == "test"
     np.testing.assert_array_equal(state.predicted_labels, seg.data)
@@ -118,7 +119,7 @@ def test_rerun_replaces_layers(make_napari_viewer, qtbot, model_path, tiny_cine,
     np.testing.assert_allclose(seg.translate, image.translate)
     state = get_state(viewer)
     heard = []
-    state.subscribe(heard.append)
+    state.subscribe(lambda st, key, what: heard.append(what) if what == "result" else None)
 
     # re-run: same layers, no pile-up; ED frame forced
     n_layers = len(viewer.layers)
@@ -127,12 +128,13 @@ def test_rerun_replaces_layers(make_napari_viewer, qtbot, model_path, tiny_cine,
     assert widget.last_outcome == "done"
     assert len(viewer.layers) == n_layers
     assert viewer.layers["segmentation"] is seg and viewer.layers["motion"] is mot
-    assert seg.metadata["ed_frame"] == 1 and state.result.ed_frame == 1
-    assert heard == [state]  # other panels are told about the new result
+    assert seg.metadata["ed_frame"] == 1 and state.current.result.ed_frame == 1
+    assert heard  # other panels are told about the new result
 
     # switching the arrow mode redraws the arrows in place
     before = mot.data.copy()
-    widget.set_arrow_mode("frame_to_frame")
+    widget.set_arrow_mode("frame_to_frame")  # computed in the background
+    qtbot.waitUntil(lambda: mot.metadata.get("arrow_mode") == "frame_to_frame", timeout=TIMEOUT_MS)
     assert viewer.layers["motion"] is mot and len(viewer.layers) == n_layers
     assert mot.metadata["arrow_mode"] == "frame_to_frame"
     assert mot.data.shape[1:] == (2, 4) and not np.array_equal(before, mot.data)
@@ -154,7 +156,8 @@ def test_results_land_on_the_run_layer(make_napari_viewer, qtbot, model_path, ti
     assert seg.data.shape == run_layer.data.shape
     np.testing.assert_allclose(seg.scale, run_layer.scale)
     assert seg.metadata["source_layer"] == "tiny"
-    assert get_state(viewer).image_layer is run_layer
+    session = get_session(viewer)
+    assert session.image_layer(session.state.current.key) is run_layer
 
 
 def test_cancel_stops_and_leaves_no_layers(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
@@ -165,8 +168,10 @@ def test_cancel_stops_and_leaves_no_layers(make_napari_viewer, qtbot, model_path
     data, kwargs = _tiny_layer_data(tiny_cine)
     viewer.add_image(data, **kwargs)
     n_layers = len(viewer.layers)
+    import napari_cardiac_motion.inference as inference
+
     seen: dict = {"reports": [], "raised": None}
-    real = rw.predict_cine
+    real = inference.predict_cine
 
     def slow_predict(*args, progress=None, cancel=None, **kw):
         def report(done, total, msg):
@@ -185,8 +190,8 @@ def test_cancel_stops_and_leaves_no_layers(make_napari_viewer, qtbot, model_path
             seen["raised"] = exc
             raise
 
-    monkeypatch.setattr(rw, "predict_cine", slow_predict)
-    widget.progress_signal.connect(lambda *a: widget.cancel())
+    monkeypatch.setattr(inference, "predict_cine", slow_predict)
+    widget.session.runner.progress.connect(lambda *a: widget.cancel())
     _run_and_wait(qtbot, widget)
     assert widget.last_outcome == "cancelled"
     assert type(seen["raised"]).__name__ == "CancelledError"
@@ -194,7 +199,7 @@ def test_cancel_stops_and_leaves_no_layers(make_napari_viewer, qtbot, model_path
     assert done < total  # stopped early, at a slice boundary
     assert len(viewer.layers) == n_layers
     assert "segmentation" not in viewer.layers and "motion" not in viewer.layers
-    assert get_state(viewer).result is None
+    assert get_state(viewer).current is None or get_state(viewer).current.result is None
     assert not notifications["error"] and notifications["info"]
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
 
@@ -247,3 +252,30 @@ def test_3d_image_runs_as_one_frame(make_napari_viewer, qtbot, model_path, tiny_
     seg = viewer.layers["segmentation"]
     assert seg.data.shape == (1, *vol.data.shape)
     np.testing.assert_allclose(seg.scale, (1, 8, 1.5, 1.5))
+
+
+def test_cine_axes_read_t_z_y_x(make_napari_viewer, tiny_cine):
+    """The reader's and the sample's layers name their axes, so the sliders read t and z."""
+    from napari_cardiac_motion._reader import cine_to_layer_data
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = cine_to_layer_data(tiny_cine)[0]
+    layer = viewer.add_image(data, **kwargs)
+    assert tuple(layer.axis_labels) == ("t", "z", "y", "x")
+    assert tuple(viewer.dims.axis_labels) == ("t", "z", "y", "x")
+    # slider numbers are frame and slice indices (one step per frame and per slice)
+    viewer.dims.set_current_step(0, 2)
+    viewer.dims.set_current_step(1, 1)
+    assert tuple(viewer.dims.current_step[:2]) == (2, 1)
+    np.testing.assert_allclose(layer.world_to_data(viewer.dims.point)[:2], (2, 1))
+
+
+def test_sample_opens_with_named_axes(make_napari_viewer):
+    from napari_cardiac_motion._sample_data import load_sample_cine, sample_cine_path
+
+    if not sample_cine_path().is_file():
+        pytest.skip("sample cine not installed")
+    viewer = make_napari_viewer()
+    data, kwargs, _ = load_sample_cine()[0]
+    viewer.add_image(data, **kwargs)
+    assert tuple(viewer.dims.axis_labels) == ("t", "z", "y", "x")

@@ -1,0 +1,197 @@
+"""Bodies of the background jobs the panels start (no Qt, no napari; run in a worker thread).
+
+Each job gets plain data captured on the GUI thread (never a layer or widget) and returns plain data;
+the GUI thread applies it. Models are handed to jobs as **private copies**
+(:func:`private_model`): a job may move its model to a device, switch it to eval or train it without
+touching the cached one or another job's. Progress is ``progress(done, total, info)``; ``cancel()``
+returning True stops a job at its next check (raising :class:`~..errors.CancelledError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..cine import Cine
+from ..errors import CancelledError
+
+Progress = Callable[[int, int, Any], None]
+Cancel = Callable[[], bool]
+
+#: grid step (pixels) of the motion arrows, and the shortest arrow drawn (voxels)
+ARROW_STEP = 4
+ARROW_MIN_LENGTH = 0.1
+
+_MODEL_CACHE: dict[tuple, tuple[Any, dict]] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def _cached_model(path: str | None):
+    """Load (and cache by path + mtime + size) a checkpoint; ``None`` = the shipped default."""
+    from ..model.checkpoint import default_checkpoint_path, load_checkpoint
+
+    p = Path(path) if path else default_checkpoint_path()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # load_checkpoint raises the user-facing error
+    if key is not None and key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    model, meta = load_checkpoint(p)
+    if key is not None:
+        _MODEL_CACHE.clear()  # keep one model in memory
+        _MODEL_CACHE[key] = (model, meta)
+    return model, meta
+
+
+def private_model(path: str | None):
+    """``(a private deep copy of the model at path, its metadata)`` — the cached model is never handed out."""
+    with _MODEL_LOCK:
+        model, meta = _cached_model(path)
+        return copy.deepcopy(model), dict(meta)
+
+
+def finetune_function():
+    """The core fine-tuning function (``training.finetune.finetune``; ``finetune.finetune`` before it moved)."""
+    try:
+        from ..training.finetune import finetune
+    except ImportError:  # pragma: no cover - older layout
+        from ..finetune import finetune
+    return finetune
+
+
+def finetune_defaults():
+    """The core's default fine-tuning settings (steps, lr, guard)."""
+    try:
+        from ..training.finetune import FinetuneSettings
+    except ImportError:  # pragma: no cover - older layout
+        from ..finetune import FinetuneSettings
+    return FinetuneSettings()
+
+
+# ----------------------------------------------------------------------------- inputs / outputs
+
+@dataclass
+class LayerSnapshot:
+    """What a job needs from an image layer, read on the GUI thread."""
+
+    data: Any
+    name: str
+    scale: tuple[float, ...]  # (T, Z, Y, X) scale of the outputs
+    translate: tuple[float, ...]
+    spacing: tuple[float, float, float]
+    frame_interval_ms: float
+    affine: np.ndarray
+
+
+def snapshot_to_cine(snap: LayerSnapshot) -> Cine:
+    data = np.asarray(snap.data)
+    if data.ndim == 3:
+        data = data[None]  # one frame
+    return Cine(data=data, spacing=snap.spacing, frame_interval_ms=snap.frame_interval_ms,
+                affine=snap.affine, name=snap.name)
+
+
+@dataclass
+class PredictionOutput:
+    """A prediction and its arrows, ready to be shown."""
+
+    cine: Cine
+    result: Any  # InferenceResult
+    model_path: str | None
+    model_meta: dict
+    vectors: np.ndarray
+    magnitudes: np.ndarray
+    history: dict | None = None  # fine-tuning history when the model was just fine-tuned
+    extra: dict = field(default_factory=dict)
+
+
+def _arrows(result, arrow_mode: str):
+    from ..layers import motion_vectors
+
+    return motion_vectors(result.motion, result.labels, step=ARROW_STEP, mode=arrow_mode,
+                          min_magnitude=ARROW_MIN_LENGTH)
+
+
+def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str, ed_frame: int | None,
+             arrow_mode: str, progress: Progress | None, cancel: Cancel, history=None) -> PredictionOutput:
+    from .. import inference
+
+    if cancel():
+        raise CancelledError("Cancelled by the user; no results were produced.")
+    result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel)
+    vectors, mags = _arrows(result, arrow_mode)
+    return PredictionOutput(cine, result, model_path, meta, vectors, mags, history)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def predict_job(snap: LayerSnapshot, model_path: str | None, device: str, ed_frame: int | None,
+                arrow_mode: str, *, progress: Progress, cancel: Cancel) -> PredictionOutput:
+    """Image → cine → private model → prediction → arrows."""
+    cine = snapshot_to_cine(snap)
+    if cancel():
+        raise CancelledError("Cancelled by the user; no results were produced.")
+    model, meta = private_model(model_path)
+    return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
+                    lambda d, t, msg: progress(d, t, msg), cancel)
+
+
+def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, device: str, ed_frame: int | None,
+                 steps: int, lr: float, guard: str | None, arrow_mode: str, *, progress: Progress,
+                 cancel: Cancel, folder: str | None = None) -> PredictionOutput:
+    """Fine-tune a private copy of the model on the corrections, save it in the model folder, re-predict.
+
+    The one call site of the core fine-tuning function in the GUI.
+    """
+    from ..model_store import save_finetuned
+
+    model, meta = private_model(model_path)
+    finetune = finetune_function()
+    new_model, history = finetune(model, cine, corrections, steps=steps, lr=lr, device=device,
+                                  progress=lambda s, n, losses: progress(s, n, losses), cancel=cancel,
+                                  guard=guard, ed_frame=ed_frame)
+    if cancel():
+        raise CancelledError("Cancelled; the previous model is kept.")
+    metadata = {
+        "parent": meta.get("path") or meta.get("name"), "parent_name": meta.get("name"),
+        "source_image": cine.name, "corrected_slices": history.get("corrected"),
+        "ed_frame": history.get("ed_frame"), "steps": history.get("steps"), "lr": history.get("lr"),
+        "guard": history.get("guard"), "losses": history.get("losses"),
+        "seconds": round(float(history.get("seconds", 0.0)), 2), "version": meta.get("version"),
+    }
+    for k in ("accepted", "guard_report", "kept"):
+        if k in history:
+            metadata[k] = history[k]
+    path = save_finetuned(new_model, metadata, folder=folder)
+    meta = dict(metadata, name=path.stem, path=str(path))
+    return _predict(cine, new_model, meta, str(path), device, ed_frame, arrow_mode, None, cancel, history)
+
+
+def repredict_job(cine: Cine, model_path: str | None, device: str, ed_frame: int | None, arrow_mode: str, *,
+                  progress: Progress, cancel: Cancel) -> PredictionOutput:
+    """Predict ``cine`` again with another model (e.g. undoing a fine-tuning)."""
+    model, meta = private_model(model_path)
+    return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
+                    lambda d, t, msg: progress(d, t, msg), cancel)
+
+
+def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_frame: int, *,
+                  progress: Progress, cancel: Cancel) -> np.ndarray:
+    """Labels ``(Y, X)`` of one frame carried to every frame ``(T, Y, X)`` of the slice."""
+    from ..propagation import propagate_labels
+
+    return propagate_labels(labels_slice, motion_slice, source_frame)
+
+
+def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, *, progress: Progress, cancel: Cancel):
+    """Arrows ``(vectors, magnitudes)`` for another arrow mode."""
+    from ..layers import motion_vectors
+
+    return motion_vectors(motion, labels, step=ARROW_STEP, mode=mode, min_magnitude=ARROW_MIN_LENGTH)

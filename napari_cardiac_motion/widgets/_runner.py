@@ -1,0 +1,199 @@
+"""One generic runner for every background job of the panels (Qt side).
+
+:meth:`JobRunner.start` marks the image busy in the :class:`~..state.ViewerState` (one job at a time
+per image: a second start on a busy image is refused), runs a job body from :mod:`._jobs` in a napari
+worker thread, relays its progress to the GUI thread through a Qt signal, and delivers its value —
+or its error, never raised in the worker — to callbacks on the GUI thread. Cancel sets an event the
+job checks. Panels show the busy state by listening to the state (``"busy"`` events) and to
+:attr:`JobRunner.progress`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+from qtpy.QtCore import QObject, Signal
+
+from ..errors import CancelledError, CardiacMotionError
+from ..state import Busy, ViewerState
+
+
+@dataclass
+class _Failure:
+    """An exception returned by the job (a returned Exception would be re-raised by napari's worker)."""
+
+    error: BaseException
+
+
+def _guarded(fn: Callable, args: tuple, kwargs: dict, progress, cancel):
+    try:
+        return fn(*args, progress=progress, cancel=cancel, **kwargs)
+    except BaseException as exc:  # delivered to the GUI thread and shown there
+        return _Failure(exc)
+
+
+def user_message(error: BaseException) -> str:
+    """A one-line message for the user (our errors say what to do; others are named)."""
+    if isinstance(error, CardiacMotionError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}"
+
+
+@dataclass
+class _Job:
+    key: Hashable
+    name: str
+    worker: Any
+    cancel: threading.Event
+    pbar: Any = None
+    outcome: str | None = None
+
+
+class JobRunner(QObject):
+    """Runs jobs off the GUI thread, one per image (see module docstring).
+
+    Signals (GUI thread): ``progress(key, done, total, info)``; ``finished(key, job, outcome)`` with
+    outcome ``"done"``, ``"cancelled"`` or ``"error"``.
+    """
+
+    progress = Signal(object, int, int, object)
+    finished = Signal(object, str, str)
+    _relay = Signal(object, int, int, object)
+
+    def __init__(self, state: ViewerState, parent: QObject | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.jobs: dict[Hashable, _Job] = {}
+        #: outcome of the last job per image
+        self.outcomes: dict[Hashable, str] = {}
+        self._relay.connect(self._on_progress)
+
+    def is_running(self, key: Hashable | None = None, job: str | None = None) -> bool:
+        """Whether a job (named ``job``, if given) runs on ``key`` (default: on any image)."""
+        entries = list(self.jobs.values()) if key is None else [e for e in (self.jobs.get(key),) if e]
+        return any(job is None or e.name == job for e in entries)
+
+    def start(self, key: Hashable, job: str, fn: Callable, *args: Any, name: str | None = None,
+              on_result: Callable[[Any], None] | None = None,
+              on_error: Callable[[str, BaseException], None] | None = None,
+              progress_label: str | None = None, **kwargs: Any) -> bool:
+        """Run ``fn(*args, progress=..., cancel=..., **kwargs)`` in a worker thread for image ``key``.
+
+        ``on_result(value)`` runs on the GUI thread when it succeeds; ``on_error(outcome, error)`` when it
+        fails or is cancelled (default: a napari notification). Returns False (and tells the user) when
+        the image is busy.
+        """
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_warning
+
+        try:
+            self.state.begin_job(key, job, name)
+        except Busy as exc:
+            show_warning(f"Cardiac motion: {exc}")
+            return False
+        cancel_event = threading.Event()
+        holder: dict[str, Any] = {}
+        relay = self._relay
+
+        def cancel() -> bool:
+            w = holder.get("worker")
+            return cancel_event.is_set() or bool(w is not None and w.abort_requested)
+
+        def progress(done: int, total: int, info: Any = None) -> None:
+            relay.emit(key, int(done), int(total), info)
+
+        try:
+            worker = create_worker(_guarded, fn, args, kwargs, progress, cancel, _start_thread=False)
+        except Exception:
+            self.state.end_job(key)
+            raise
+        holder["worker"] = worker
+        entry = _Job(key, job, worker, cancel_event)
+        if progress_label:
+            try:
+                from napari.utils import progress as napari_progress
+
+                entry.pbar = napari_progress(total=0, desc=progress_label)
+            except Exception:  # the activity dock is a nicety
+                entry.pbar = None
+        self.jobs[key] = entry
+        worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
+        worker.finished.connect(lambda: self._on_finished(entry))
+        worker.start()
+        return True
+
+    def cancel(self, key: Hashable | None = None) -> None:
+        """Ask the job on ``key`` (default: every job) to stop at its next check."""
+        for k, entry in list(self.jobs.items()):
+            if key is None or k == key:
+                entry.cancel.set()
+
+    def cancelling(self, key: Hashable) -> bool:
+        entry = self.jobs.get(key)
+        return bool(entry is not None and entry.cancel.is_set())
+
+    # -- GUI-thread callbacks -------------------------------------------------------------------
+    def _on_progress(self, key, done: int, total: int, info) -> None:
+        entry = self.jobs.get(key)
+        if entry is None:
+            return
+        self.progress.emit(key, done, total, info)
+        pbar = entry.pbar
+        if pbar is not None:
+            try:
+                if pbar.total != total:
+                    pbar.total = total
+                if isinstance(info, str):
+                    pbar.set_description(f"Cardiac motion: {info}")
+                pbar.update(done - pbar.n)  # last: may process events re-entrantly
+            except Exception:
+                pass
+
+    def _on_returned(self, entry: _Job, out, on_result, on_error) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if isinstance(out, _Failure):
+            error = out.error
+            if entry.cancel.is_set() or isinstance(error, CancelledError):
+                entry.outcome = "cancelled"
+            else:
+                entry.outcome = "error"
+            if on_error is not None:
+                on_error(entry.outcome, error)
+            elif entry.outcome == "cancelled":
+                show_info(f"Cardiac motion: {entry.name} cancelled; nothing was changed.")
+            else:
+                show_error(f"Cardiac motion: {user_message(error)}")
+            return
+        if entry.cancel.is_set():
+            entry.outcome = "cancelled"
+            if on_error is not None:
+                on_error("cancelled", CancelledError("Cancelled by the user."))
+            return
+        entry.outcome = "done"
+        if on_result is not None:
+            try:
+                on_result(out)
+            except Exception as exc:  # never a traceback in the user's face
+                entry.outcome = "error"
+                if on_error is not None:
+                    on_error("error", exc)
+                else:
+                    show_error(f"Cardiac motion: could not show the results ({user_message(exc)})")
+
+    def _on_finished(self, entry: _Job) -> None:
+        if entry.outcome is None:  # aborted from napari's activity dock
+            entry.outcome = "cancelled"
+        if entry.pbar is not None:
+            try:
+                entry.pbar.close()
+            except Exception:
+                pass
+            entry.pbar = None
+        if self.jobs.get(entry.key) is entry:
+            del self.jobs[entry.key]
+        self.outcomes[entry.key] = entry.outcome
+        self.state.end_job(entry.key)
+        self.finished.emit(entry.key, entry.name, entry.outcome)

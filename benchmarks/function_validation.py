@@ -8,7 +8,7 @@ per-patient table, then per measure the mean absolute error, the bias (mean of m
 of the differences and the 95 % limits of agreement, and the issue's targets.
 
     python benchmarks/function_validation.py [--data ../shared/data/acdc] [--model CKPT] [--device cpu]
-        [--patients 001 011 ...] [--json out.json]
+        [--patients 001 011 ...] [--tta] [--json out.json]
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def _read(path: Path):
     return np.ascontiguousarray(arr.transpose(2, 1, 0)), (float(zooms[2]), float(zooms[1]), float(zooms[0])), img.affine
 
 
-def run_patient(folder: Path, model, device: str) -> dict:
+def run_patient(folder: Path, model, device: str, tta: bool = False) -> dict:
+    import inspect
+
     from napari_cardiac_motion.inference import predict_cine
 
     ed, spacing, affine = _read(folder / "ED.nii.gz")
@@ -53,7 +55,10 @@ def run_patient(folder: Path, model, device: str) -> dict:
     info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").exists() else {}
     cine = Cine(np.stack([ed, es]).astype(np.float32), spacing, 0.0, affine, folder.name)
     t0 = time.perf_counter()
-    res = predict_cine(cine, model, device=device, ed_frame=0)
+    extra = {"tta": True} if tta and "tta" in inspect.signature(predict_cine).parameters else {}
+    if tta and not extra:
+        raise SystemExit("--tta: this predict_cine has no test-time augmentation")
+    res = predict_cine(cine, model, device=device, ed_frame=0, **extra)
     sec = time.perf_counter() - t0
     kw = dict(ed_frame=0, es_frame=1, height_cm=info.get("height_cm"), weight_kg=info.get("weight_kg"), affine=affine)
     pred = compute_measurements(res.labels, spacing, motion=res.motion, motion_reference_frame=0, **kw)
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--patients", nargs="*", default=None, help="patient numbers or folder names")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (where inference offers it)")
     p.add_argument("--json", default=None, help="write every figure here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -109,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.model, device="cpu")
     model_path = args.model or str(default_checkpoint_path())
     print(f"model: {meta.get('name')} {meta.get('version')} ({model_path}); device {args.device}; "
-          f"{len(folders)} patients")
+          f"{len(folders)} patients{'; flip TTA' if args.tta else ''}")
     rows = []
     hdr = f"{'patient':<11}{'grp':<5}" + "".join(f"{lab:>17}" for _, lab, _ in MEASURES)
     print(hdr + "\n" + " " * 16 + "".join(f"{'model / expert':>17}" for _ in MEASURES))
     for f in folders:
-        r = run_patient(f, model, args.device)
+        r = run_patient(f, model, args.device, args.tta)
         rows.append(r)
         cells = "".join(f"{_fmt(r[f'{k}_pred']):>8} /{_fmt(r[f'{k}_gt']):>7}" for k, _, _ in MEASURES)
         print(f"{r['patient']:<11}{(r['group'] or ''):<5}{cells}", flush=True)

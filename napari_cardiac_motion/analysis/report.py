@@ -88,9 +88,15 @@ def write_curves_csv(m: Measurements, path: str | os.PathLike) -> Path:
     w = csv.writer(buf)
     w.writerow(list(cols))
     for values in zip(*cols.values()):
-        w.writerow(["" if isinstance(v, float) and not np.isfinite(v) else (round(float(v), 4) if isinstance(
-            v, (float, np.floating)) else v) for v in values])
+        w.writerow([_cell(v) for v in values])
     return _write_text(path, buf.getvalue())
+
+
+def _cell(v: Any) -> Any:
+    """A CSV cell: floats rounded to 4 decimals, NaN empty."""
+    if isinstance(v, (float, np.floating)):
+        return round(float(v), 4) if np.isfinite(v) else ""
+    return v
 
 
 def write_cohort_csv(rows: list[dict[str, Any]], path: str | os.PathLike, first: Iterable[str] = ("case",)) -> Path:

@@ -125,3 +125,24 @@ def test_measurements_carry_strain_and_peaks(phantom):
     assert len(d["strain"]["radial_percent"]) == labels.shape[0]
     assert d["strain"]["segments_available"] is False  # no RV in this phantom
     assert "RV" in d["strain"]["segments_note"]
+
+
+@pytest.mark.parametrize("patient", ["patient061", "patient031"])
+def test_aha_septum_faces_the_rv_on_acdc(shared_data, patient):
+    """On expert labels, the myocardium touching the RV falls in the septal segments (2, 3, 8, 9, 14)."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    folder = shared_data / "acdc" / patient
+    img = nib.load(str(folder / "ED_gt.nii.gz"))
+    lab = np.asarray(img.dataobj).transpose(2, 1, 0).astype(np.uint8)[None]  # (T=1, Z, Y, X)
+    zooms = img.header.get_zooms()
+    res = strain_curves(np.zeros(lab.shape + (2,), np.float32), lab, (zooms[2], zooms[1], zooms[0]), 0, img.affine)
+    assert res.segments_available, res.note
+    seg = res.extra["segment_map_ed"]
+    touching = np.stack([ndimage.binary_dilation(lab[0, z] == 3, iterations=2) & (lab[0, z] == 2)
+                         for z in range(lab.shape[1])])
+    ids = seg[touching & (seg > 0)]
+    assert ids.size > 50
+    assert np.isin(ids, [2, 3, 8, 9, 14]).mean() > 0.8
+    assert set(np.unique(seg[seg > 0])) == set(range(1, 17))

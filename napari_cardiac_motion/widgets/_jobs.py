@@ -132,9 +132,25 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
 
 # ----------------------------------------------------------------------------- jobs
 
+#: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported by the
+#: job instead, so that cost is not paid on the GUI thread when the result lands
+_LAZY_GUI_IMPORTS = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg")
+
+
+def warm_imports() -> None:
+    import importlib
+
+    for name in _LAZY_GUI_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def predict_job(snap: LayerSnapshot, model_path: str | None, device: str, ed_frame: int | None,
                 arrow_mode: str, *, progress: Progress, cancel: Cancel) -> PredictionOutput:
     """Image → cine → private model → prediction → arrows."""
+    warm_imports()
     cine = snapshot_to_cine(snap)
     if cancel():
         raise CancelledError("Cancelled by the user; no results were produced.")

@@ -1,0 +1,190 @@
+"""Worst GUI-thread stall in a real napari viewer while a Run job works and while painting.
+
+    xvfb-run -a python benchmarks/gui_stall.py [--model CKPT] [--device cpu] [--dabs 150]
+
+A QTimer ticks every 10 ms on the GUI thread and records the longest gap between two ticks beyond
+those 10 ms (the time the GUI could not react). Phases, on the bundled sample cine (128×128×12×20):
+
+1. ``idle`` — 1 s with nothing happening (the floor on this machine);
+2. ``run`` — the Run panel's job in flight (model load, inference, arrows), up to the result landing;
+   ``landing`` — the stall while the result is applied to the layers (GUI thread, once per run);
+3. ``paint`` — brush dabs with the Labels layer's own ``paint`` method (what a mouse stroke calls), one
+   every 20 ms across frames and slices, with the Corrections panel open;
+4. ``paint+run`` — the same dabs while a second Run job works.
+
+Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms. Target: < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+class StallMeter:
+    """Records the gaps between 10 ms ticks of a QTimer on the GUI thread."""
+
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.interval = interval_ms / 1000.0
+        self.gaps: list[float] = []
+        self._last = None
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps.append(max(now - self._last - self.interval, 0.0))
+        self._last = now
+
+    def start(self) -> None:
+        self.gaps = []
+        self._last = None
+        self.timer.start()
+
+    def stop(self) -> tuple[float, float]:
+        self.timer.stop()
+        g = np.asarray(self.gaps or [0.0]) * 1000
+        return float(g.max()), float(np.percentile(g, 99))
+
+
+def _spin(app, seconds: float, until=None) -> None:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        app.processEvents()
+        if until is not None and until():
+            return
+        time.sleep(0.002)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dabs", type=int, default=150)
+    args = parser.parse_args(argv)
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cardiac_motion._sample_data import load_sample_cine
+    from napari_cardiac_motion.widgets import get_session
+    from napari_cardiac_motion.widgets.corrections_widget import CorrectionsWidget
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    viewer = napari.Viewer(title="gui stall benchmark")
+    app = QApplication.instance()
+    data, kwargs, _ = load_sample_cine()[0]
+    image = viewer.add_image(data, **kwargs)
+    run = RunWidget(viewer)
+    viewer.window.add_dock_widget(run, name="Joint motion and segmentation")
+    corr = CorrectionsWidget(viewer)
+    viewer.window.add_dock_widget(corr, name="Corrections and fine-tuning")
+    run.set_layer(image)
+    if args.model:
+        run.set_model_path(args.model)
+    run.device_combo.setCurrentText(args.device)
+    session = get_session(viewer)
+    _spin(app, 0.5)
+
+    meter = StallMeter()
+    results: list[tuple[str, float, float, str]] = []
+
+    meter.start()
+    _spin(app, 1.0)
+    results.append(("idle", *meter.stop(), ""))
+
+    # --- run: measure the job in flight, then the landing separately
+    landing = {"ms": 0.0}
+    real_land = session.land
+
+    def timed_land(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_land(*a, **k)
+        finally:
+            landing["ms"] = (time.perf_counter() - t0) * 1000
+
+    session.land = timed_land  # type: ignore[method-assign]
+    handler_ms: list[float] = []
+    for name in ("flush", "_on_paint", "_on_set_data"):  # the plugin's own GUI-thread work per edit
+        real = getattr(session, name)
+
+        def timed(*a, _real=real, **k):
+            t0 = time.perf_counter()
+            try:
+                return _real(*a, **k)
+            finally:
+                handler_ms.append((time.perf_counter() - t0) * 1000)
+
+        setattr(session, name, timed)
+    meter.start()
+    t0 = time.perf_counter()
+    run.run()
+    _spin(app, 900, until=lambda: not run.is_running)
+    secs = time.perf_counter() - t0
+    worst, p99 = meter.stop()
+    results.append(("run", worst, p99, f"{secs:.1f} s job, outcome {run.last_outcome}"))
+    results.append(("landing", landing["ms"], landing["ms"], "applying the result on the GUI thread"))
+    if run.last_outcome != "done":
+        print(f"run failed: {run.status_label.text()}")
+        return 1
+
+    seg = session.segmentation_layer()
+    seg.brush_size = 7
+    seg.n_edit_dimensions = 2
+    n_t, n_z, h, w = seg.data.shape
+    rng = np.random.default_rng(0)
+    spots = [(int(rng.integers(n_t)), int(rng.integers(n_z)), int(rng.integers(20, h - 20)),
+              int(rng.integers(20, w - 20))) for _ in range(args.dabs)]
+    paint_ms: list[float] = []
+
+    def paint_phase(label: str, during_run: bool) -> None:
+        queue = list(spots)
+        timer = QTimer()
+        timer.setInterval(20)
+
+        def dab():
+            if not queue:
+                timer.stop()
+                return
+            t, z, y, x = queue.pop()
+            t0 = time.perf_counter()
+            seg.paint((t, z, y, x), 3)
+            paint_ms.append((time.perf_counter() - t0) * 1000)
+
+        timer.timeout.connect(dab)
+        meter.start()
+        if during_run:
+            run.run()
+        timer.start()
+        _spin(app, 900, until=lambda: not queue and (not during_run or not run.is_running))
+        timer.stop()
+        worst, p99 = meter.stop()
+        _spin(app, 0.3)
+        results.append((label, worst, p99, f"{len(spots)} dabs, {len(session.state.current.corrected)} "
+                        f"corrected slices tracked, slowest dab {max(paint_ms):.1f} ms (napari's paint + "
+                        f"event), slowest plugin edit handler {max(handler_ms or [0.0]):.1f} ms"))
+
+    handler_ms.clear()
+    paint_phase("paint", during_run=False)
+    paint_ms.clear()
+    handler_ms.clear()
+    paint_phase("paint+run", during_run=True)
+    results.append(("landing", landing["ms"], landing["ms"], "second run, with corrections to keep"))
+
+    print(f"GUI-thread stall (ms beyond a 10 ms tick) — sample cine {data.shape} (T, Z, Y, X), device {args.device}")
+    for name, worst, p99, note in results:
+        print(f"  {name:10s} worst {worst:7.1f}   p99 {p99:7.1f}   {note}")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

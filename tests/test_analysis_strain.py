@@ -146,3 +146,17 @@ def test_aha_septum_faces_the_rv_on_acdc(shared_data, patient):
     assert ids.size > 50
     assert np.isin(ids, [2, 3, 8, 9, 14]).mean() > 0.8
     assert set(np.unique(seg[seg > 0])) == set(range(1, 17))
+
+
+def test_segment_figure_with_bullseye(tmp_path):
+    from napari_cardiac_motion.analysis.report import save_figures
+
+    labels, motion, *_ = ring_phantom(n_t=4, n_z=6, size=96, rv=True)
+    m = compute_measurements(labels, (8.0, SY, SX), 40.0, motion=motion, motion_reference_frame=0, ed_frame=0,
+                             affine=np.diag([SX, SY, 8.0, 1.0]))
+    assert m.strain.segments_available
+    paths = save_figures(m, tmp_path)
+    assert set(paths) == {"volumes", "strain", "segments"}
+    assert paths["segments"].read_bytes()[:4] == b"\x89PNG"
+    seg = m.to_dict()["strain"]["aha_segments"]
+    assert len(seg) == 16 and seg["1"]["name"] == "basal anterior" and len(seg["16"]["radial_percent"]) == 4

@@ -145,11 +145,47 @@ def plot_strain(ax, m: Measurements) -> None:
     ax.grid(alpha=0.3)
 
 
+def plot_bullseye(ax, values: np.ndarray, label: str, cmap: str = "RdBu") -> None:
+    """AHA 16-segment bull's-eye on a polar ``ax``: anterior (1, 7, 13) at the top, septum on the left.
+
+    ``values``: ``(16,)`` for segments 1..16 (NaN = grey).
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import TwoSlopeNorm
+
+    ax.set_theta_zero_location("N")
+    ax.set_theta_direction(1)  # counter-clockwise: 1 anterior, 2 anteroseptal (upper left), ...
+    finite = values[np.isfinite(values)]
+    lim = float(np.abs(finite).max()) if finite.size else 1.0
+    norm = TwoSlopeNorm(0.0, -max(lim, 1e-6), max(lim, 1e-6))
+    cm = colormaps[cmap]
+    rings = [(range(0, 6), 2.0, 60.0), (range(6, 12), 1.0, 60.0), (range(12, 16), 0.0, 90.0)]
+    for segs, bottom, width in rings:
+        for k, i in enumerate(segs):
+            theta = np.radians(k * width)
+            v = values[i]
+            colour = cm(norm(v)) if np.isfinite(v) else (0.85, 0.85, 0.85, 1.0)
+            ax.bar(theta, 1.0, width=np.radians(width), bottom=bottom, color=colour, edgecolor="white", lw=1)
+            ax.text(theta, bottom + 0.5, f"{i + 1}\n{v:.0f}" if np.isfinite(v) else f"{i + 1}",
+                    ha="center", va="center", fontsize=6)
+    ax.set_ylim(0, 3)
+    ax.set_axis_off()
+    ax.set_title(label, fontsize=8)
+
+
 def plot_segments(fig, m: Measurements) -> None:
-    """AHA segment curves: radial (left) and circumferential (right), coloured by level."""
+    """AHA segment curves (radial, circumferential; coloured by level) and bull's-eyes of their peaks."""
     t, unit = m.time_axis()
     s = m.strain
-    axes = fig.subplots(1, 2, sharex=True)
+    grid = fig.add_gridspec(1, 4, width_ratios=[1.3, 1.3, 0.8, 0.8])
+    axes = [fig.add_subplot(grid[0]), fig.add_subplot(grid[1])]
+    if s is not None and s.segments_available:
+        with np.errstate(all="ignore"):
+            peak_r = np.array([np.nanmax(r) if np.isfinite(r).any() else np.nan for r in s.segment_radial_percent])
+            peak_c = np.array([np.nanmin(c) if np.isfinite(c).any() else np.nan
+                               for c in s.segment_circumferential_percent])
+        plot_bullseye(fig.add_subplot(grid[2], projection="polar"), peak_r, "peak radial (%)")
+        plot_bullseye(fig.add_subplot(grid[3], projection="polar"), peak_c, "peak circumferential (%)")
     colours = {0: "#1b9e77", 1: "#d95f02", 2: "#7570b3"}
     for ax, data, title in ((axes[0], None if s is None else s.segment_radial_percent, "radial"),
                             (axes[1], None if s is None else s.segment_circumferential_percent, "circumferential")):
@@ -179,7 +215,7 @@ def _figure(width: float = 5.0, height: float = 3.2):
 def figure_png(kind: str, m: Measurements) -> bytes:
     """PNG bytes of one figure: ``volumes``, ``strain`` or ``segments``."""
     if kind == "segments":
-        fig = _figure(9.0, 3.2)
+        fig = _figure(12.0, 3.2)
         plot_segments(fig, m)
     else:
         fig = _figure()

@@ -1,19 +1,29 @@
 """Run the joint model over a whole cine (no Qt, no napari).
 
 ``predict_cine`` takes a ``(T, Z, Y, X)`` cine and returns labels ``(T, Z, Y, X)`` uint8 and motion
-``(T, Z, Y, X, 2)`` float32 ``(dy, dx)`` in voxels, from frame t to the ED frame
+``(T, Z, Y, X, 2)`` float32 ``(dy, dx)`` in input voxels, from frame t to the ED frame
 (``frame_t(p) ≈ frame_ED(p + u_t(p))``, ``u_ED = 0``).
 
-Slice by slice, the frames are encoded in cycle order ED, ED+1, …, ED-1 (the motion recurrence
-follows the cardiac cycle from ED). With a given ED frame one pass segments and estimates motion
-from the same features; with ``ed_frame=None`` a first pass segments every frame to pick ED (largest
-LV blood pool; ES = smallest) and a second pass estimates the motion. Progress goes to a callback; cancellation is checked
-between slices.
+Geometry (:mod:`.geometry`): every slice is resampled in-plane to the model's pixel size
+(``JointConfig.pixel_mm``, from the checkpoint) using the cine's true spacing; a cheap first look
+(the segmentation branch on the whole field of a few mid-ventricular slices) finds the heart wherever it
+lies; the full model runs on the region that holds it, and labels (soft-max probabilities, bilinear) and
+motion (bilinear, rescaled to input voxels) are mapped back exactly onto the input grid. Outside the
+region the labels are background and the motion zero; ``InferenceResult.metadata["region"]`` says which
+input box was processed (``result.json`` carries it).
+
+Batching: all slices of a chunk of the cine go through the encoder together and the motion recurrence
+runs over time with the slices as its batch; results stay on the device until the chunk is done (one
+device sync per chunk; a typical cine is one chunk). With a given ED frame one pass segments and
+estimates motion from the same features; with ``ed_frame=None`` a first pass segments every frame to
+pick ED (largest LV blood pool; ES = smallest) and a second pass estimates the motion. Progress goes to
+a callback; cancellation is checked between chunks of slices.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,7 +36,9 @@ from .conventions import LV_BLOOD_POOL
 from .devices import resolve_device
 from .errors import CancelledError, InputError
 from .model.network import JointMotionSegNet
-from .preprocessing import from_network_grid, normalize_intensity, to_network_grid
+from .geometry import DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart, to_input, to_model, whole_field_region
+from .postprocess import keep_largest_components
+from .preprocessing import normalize_intensity
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -76,6 +88,63 @@ def cycle_order(n_frames: int, ed_frame: int) -> list[int]:
     return [(ed_frame + k) % n_frames for k in range(n_frames)]
 
 
+def _autocast_any(device: torch.device, enabled: bool):
+    return _autocast(device) if enabled else contextlib.nullcontext()
+
+
+def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float, float], device: torch.device,
+                 use_amp: bool = False) -> tuple[float, float, float, float] | None:
+    """Find the heart in a normalised cine ``(T, Z, Y, X)``: the segmentation branch on the whole field
+    (at the model's pixel size) of up to three mid-ventricular slices at frames 0 and T/2; returns the
+    input-pixel box ``(y0, y1, x0, x1)`` of the labelled heart (per slice the LV blood pool most enclosed
+    by myocardium, its wall and the RV touching it; union over slices), or None when nothing is found."""
+    n_t, n_z = image.shape[:2]
+    mid = n_z // 2
+    zs = sorted({min(max(z, 0), n_z - 1) for z in (mid - 1, mid, mid + 1)})
+    ts = sorted({0, n_t // 2})
+    region = whole_field_region(image.shape[-2:], step, multiple=16)
+    frames = torch.from_numpy(np.ascontiguousarray(image[np.ix_(ts, zs)].reshape(-1, *image.shape[-2:])))
+    with torch.inference_mode(), _autocast_any(device, use_amp):
+        x = to_model(frames.to(device).unsqueeze(1), region)
+        labels_m = model.segment(x).float().softmax(1)
+        labels = to_input(labels_m, region).argmax(1).to(torch.uint8).cpu().numpy()
+    y0, y1, x0, x1 = region.input_box()
+    boxes = []
+    for lab in labels:
+        lab = keep_largest_components(lab[None])[0]  # one LV (enclosed by myocardium), its wall, one RV
+        if (lab == LV_BLOOD_POOL).sum() < 10:
+            continue
+        ys, xs = np.nonzero(lab > 0)
+        boxes.append((y0 + ys.min(), y0 + ys.max() + 1, x0 + xs.min(), x0 + xs.max() + 1))
+    if not boxes:
+        return None
+    b = np.array(boxes, dtype=np.float64)
+    return float(b[:, 0].min()), float(b[:, 1].max()), float(b[:, 2].min()), float(b[:, 3].max())
+
+
+def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
+                device: torch.device, use_amp: bool = False) -> tuple[Region, str]:
+    """The region the full model runs on (see :mod:`.geometry`) and how it was found
+    (``"located"``: around the heart found by :func:`locate_heart`; ``"whole field"``)."""
+    step = model_step(spacing_yx, getattr(model.config, "pixel_mm", None))
+    pixel_mm = getattr(model.config, "pixel_mm", None)
+    region_min = int(math.ceil(REGION_MIN_MM / pixel_mm / 16) * 16) if pixel_mm else DEFAULT_REGION_MIN
+    full = whole_field_region(image.shape[-2:], step, multiple=16)
+    if max(full.size) <= region_min:
+        return full, "whole field"
+    box = locate_heart(image, model, step, device, use_amp)
+    if box is None:
+        return full, "whole field (heart not found)"
+    pixel = float(model.config.pixel_mm) if spacing_yx is not None else float(np.mean(step))
+    region = region_for_heart(box, step, image.shape[-2:], pixel_mm=pixel, min_size=region_min)
+    return region, ("whole field" if region.covers_whole_slice() and region.size == full.size else "located")
+
+
+def _chunks(n_z: int, n_t: int, max_frames: int) -> list[list[int]]:
+    per = max(1, max_frames // max(n_t, 1))
+    return [list(range(a, min(a + per, n_z))) for a in range(0, n_z, per)]
+
+
 def predict_cine(
     cine: Cine | np.ndarray,
     model: JointMotionSegNet,
@@ -83,81 +152,112 @@ def predict_cine(
     ed_frame: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-    batch_size: int = 10,
+    batch_size: int | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    tta: bool = False,
+    largest_component: bool = True,
+    region: Region | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
     Args:
-        cine: a :class:`Cine` or a ``(T, Z, Y, X)`` array.
+        cine: a :class:`Cine` (its spacing is used) or a ``(T, Z, Y, X)`` array.
         model: the joint network (moved to ``device``; left in eval mode).
         device: ``auto|cpu|cuda|mps`` (an absent device raises :class:`DeviceError`).
         ed_frame: reference frame index; ``None`` = frame of largest predicted LV blood pool.
-        progress: ``progress(done, total, message)`` called after every slice of each pass.
-        cancel: returns True to stop; checked between slices (raises :class:`CancelledError`).
-        batch_size: frames per forward pass.
+        progress: ``progress(done, total, message)`` called after every chunk of slices of each pass.
+        cancel: returns True to stop; checked between chunks (raises :class:`CancelledError`).
+        batch_size: frames per chunk (encoder batch); default 240 on a CPU, 2048 on a GPU.
+        spacing: ``(dz, dy, dx)`` mm for an array input (default: a Cine's own spacing; an array
+            without it is taken to be at the model's pixel size, i.e. not resampled).
+        tta: also segment the left-right flipped frames and average (about 1.5× the time).
+        largest_component: keep only the largest 3D component per structure and frame.
+        region: force the processed region (default: found by :func:`plan_region`).
     """
     t0 = time.perf_counter()
-    data = cine.data if isinstance(cine, Cine) else validate_cine_array(cine)
+    if isinstance(cine, Cine):
+        data, spacing = cine.data, cine.spacing if spacing is None else spacing
+    else:
+        data = validate_cine_array(cine)
     n_t, n_z, h, w = data.shape
     if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
         raise InputError(f"ED frame {ed_frame} is out of range: the cine has frames 0–{n_t - 1}.")
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    # centre-crop larger images to the network's size; smaller ones are not padded (fully convolutional)
-    size = tuple(min(int(s), n) for s, n in zip(model.config.input_size, (h, w)))
-    image = to_network_grid(normalize_intensity(data), size)  # (T, Z, H', W')
+    use_amp = dev.type == "cuda"
+    max_frames = int(batch_size or (2048 if dev.type != "cpu" else 240))
+    image = normalize_intensity(data)  # (T, Z, Y, X) float32 in [0, 1]
+    spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
+    if region is None:
+        region, how = plan_region(image, model, spacing_yx, dev, use_amp)
+    else:
+        how = "given"
+    y0, y1, x0, x1 = region.input_box()
     report = progress or (lambda *_: None)
-    labels_net = np.zeros((n_t, n_z) + size, dtype=np.uint8)
-    motion_net = np.zeros((n_t, n_z) + size + (2,), dtype=np.float32)
+    labels = np.zeros((n_t, n_z, h, w), dtype=np.uint8)
+    motion = np.zeros((n_t, n_z, h, w, 2), dtype=np.float32)
+    chunks = _chunks(n_z, n_t, max_frames)
+    hh, ww = region.size
 
-    def slice_pass(z: int, ed: int, segment: bool, motion: bool) -> None:
-        """Encode slice z's frames once (in cycle order from ``ed``); segment and/or estimate motion."""
+    def run_chunk(zs: list[int], ed: int, segment: bool, estimate_motion: bool) -> None:
+        """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion."""
         order = cycle_order(n_t, ed)
-        x, _ = model._pad16(torch.from_numpy(image[order, z]).unsqueeze(1).to(dev))  # (T, 1, H, W) ED first
-        feats_ed, hidden = None, None
-        for a in range(0, n_t, batch_size):
-            idx = order[a:a + batch_size]
-            feats = model.encode(x[a:a + batch_size])
-            if segment:
-                logits = model.segment_features(feats)[..., : size[0], : size[1]]
-                labels_net[idx, z] = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            if motion and n_t > 1:
-                if feats_ed is None:
-                    feats_ed = [f[:1] for f in feats]
-                mfeat = model.motion_features(feats_ed, feats)
-                for k in range(mfeat.shape[0]):
-                    flow, hidden = model.flow_step(mfeat[k:k + 1], hidden)
-                    motion_net[idx[k], z] = flow[0, :, : size[0], : size[1]].float().permute(1, 2, 0).cpu().numpy()
-        motion_net[ed, z] = 0.0
+        frames = torch.from_numpy(np.ascontiguousarray(image[order][:, zs].transpose(1, 0, 2, 3)))  # (B, T, Y, X)
+        b = len(zs)
+        x = to_model(frames.reshape(b * n_t, 1, h, w).to(dev), region)  # (B·T, 1, H, W)
+        xp, _ = model._pad16(x)
+        feats = model.encode(xp)
+        if segment:
+            probs = model.segment_features(feats)[..., :hh, :ww].float().softmax(1)
+            if tta:  # left-right flip, flipped back onto the same padded grid
+                logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xp, dims=[-1]))), dims=[-1])
+                probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
+            lab = to_input(probs, region).argmax(1).to(torch.uint8)
+            lab = lab.view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
+            for k, z in enumerate(zs):
+                labels[order, z, y0:y1, x0:x1] = lab[k]
+        if estimate_motion and n_t > 1:
+            feats_src = [f.unflatten(0, (b, n_t))[:, 0] for f in feats]
+            flows = model.flows_from_features(feats_src, feats, (hh, ww)).float()  # (B, T, 2, H, W)
+            u = flow_to_input(flows.flatten(0, 1), region).view(b, n_t, 2, y1 - y0, x1 - x0)
+            u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
+            for k, z in enumerate(zs):
+                motion[order, z, y0:y1, x0:x1] = u[k]
+            motion[ed] = 0.0
 
-    with torch.inference_mode(), _autocast(dev):
+    with torch.inference_mode(), _autocast_any(dev, use_amp):
         if ed_frame is not None:  # ED known: one pass, every frame encoded once
             ed = int(ed_frame)
-            for z in range(n_z):
+            for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
-                slice_pass(z, ed, segment=True, motion=True)
-                report(z + 1, n_z, f"slice {z + 1}/{n_z}")
+                run_chunk(zs, ed, segment=True, estimate_motion=True)
+                report(k + 1, len(chunks), f"slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
         else:  # pass 1 segments every frame to find ED; pass 2 estimates motion from that ED
-            for z in range(n_z):
+            for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
-                slice_pass(z, 0, segment=True, motion=False)
-                report(z + 1, 2 * n_z, f"segmenting slice {z + 1}/{n_z}")
-            ed = int(np.argmax((labels_net == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)))
-            for z in range(n_z):
+                run_chunk(zs, 0, segment=True, estimate_motion=False)
+                report(k + 1, 2 * len(chunks), f"segmenting slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
+            if largest_component:
+                labels = keep_largest_components(labels)
+            ed = int(np.argmax((labels == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)))
+            for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
-                slice_pass(z, ed, segment=False, motion=True)
-                report(n_z + z + 1, 2 * n_z, f"estimating motion, slice {z + 1}/{n_z}")
-    lv = (labels_net == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)
+                run_chunk(zs, ed, segment=False, estimate_motion=True)
+                report(len(chunks) + k + 1, 2 * len(chunks),
+                       f"estimating motion, slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
+    if largest_component and ed_frame is not None:
+        labels = keep_largest_components(labels)
+    lv = (labels == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)
     es = int(np.argmin(lv)) if n_t > 1 else ed
-
-    labels = from_network_grid(labels_net, (h, w))
-    motion = from_network_grid(motion_net, (h, w), spatial_axes=(-3, -2))
+    meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
+            "largest_component": bool(largest_component)}
     return InferenceResult(
         labels=labels,
         motion=motion,
         ed_frame=ed,
         es_frame=es,
-        lv_volume_voxels=(labels == LV_BLOOD_POOL).reshape(n_t, -1).sum(1),
+        lv_volume_voxels=lv,
         device=str(dev),
         seconds=time.perf_counter() - t0,
+        metadata=meta,
     )

@@ -23,6 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only these patient folders (e.g. patient001 or 001)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--transform", default=None,
+                   help="re-sample every scan first: scale:F (pixels F× larger, e.g. scale:0.6) or "
+                        "offcentre:N (padded into an N×N field, heart off-centre)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation of the segmentation")
     p.set_defaults(func=run)
 
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             pass
     with TqdmProgress("evaluate", unit="pair") as bar:
         result = evaluate(args.data, args.model, baseline=args.baseline, patients=args.patients,
-                          device=args.device, progress=bar)
+                          device=args.device, progress=bar,
+                          transform=args.transform, tta=args.tta)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)

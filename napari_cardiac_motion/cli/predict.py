@@ -25,6 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="end-diastolic frame index (default: largest predicted LV blood pool)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation of the segmentation (about 1.5× the time)")
+    p.add_argument("--slicer-displacement", action="store_true",
+                   help="also write DIR/displacement/displacement_tNNN.nii.gz: per-frame displacement fields in "
+                        "LPS mm that ITK and 3D Slicer read as transforms")
     p.set_defaults(func=run)
 
 
@@ -34,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out '{out}' exists and is not a folder; choose a folder for the outputs.")
     cine = read_cine(args.input)
     model, meta = load_checkpoint(args.model, device="cpu")
-    with TqdmProgress("predict", unit="slice-pass") as bar:
-        result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar)
+    with TqdmProgress("predict", unit="chunk") as bar:
+        result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
+                              tta=getattr(args, "tta", False))
     out.mkdir(parents=True, exist_ok=True)
     write_nifti_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing, cine.frame_interval_ms)
     write_nifti_flow(out / "flow.nii.gz", result.motion, cine.affine, cine.spacing, cine.frame_interval_ms)
@@ -49,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
         "frames_per_second": round(result.frames_per_second, 2),
         "model": {"name": meta.get("name"), "version": meta.get("version"), "path": meta.get("path")},
         "lv_blood_pool_voxels": [int(v) for v in result.lv_volume_voxels],
+        # the input box the full model ran on (outside it: labels 0, motion 0) and the model's grid
+        "region": result.metadata.get("region"),
+        "tta": bool(result.metadata.get("tta", False)),
+        "warnings": list(getattr(cine, "warnings", []) or []),
     }
+    if getattr(args, "slicer_displacement", False):
+        from ..io.nifti import write_slicer_displacement
+
+        write_slicer_displacement(out / "displacement", result.motion, cine.affine)
     atomic_write_json(out / "result.json", summary)
     from ..analysis import measurements_for_prediction, report  # clinical read-out (issue 8)
     report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)), out / "measurements.json")

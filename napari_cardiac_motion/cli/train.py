@@ -36,6 +36,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-sunnybrook", action="store_true", help="train on the ACDC-like data only")
     p.add_argument("--provisional", action="store_true", help="mark the checkpoint as provisional")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (fine-tuning; fresh optimiser, new schedule)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loading worker processes (GPU: 4–8 keeps it fed; 0: in the training process)")
+    p.add_argument("--no-amp", action="store_true", help="CUDA: train in float32 (default: mixed precision)")
+    p.add_argument("--channels-last", default=None, choices=("on", "off"),
+                   help="channels-last memory format (default: on for CUDA, off for CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
+    p.add_argument("--train-parts", default="all", choices=("all", "motion"),
+                   help="motion: train only the motion branch (encoder and segmentation frozen)")
+    p.add_argument("--w-joint", type=float, default=None, help="weight of the label-propagation (joint) loss")
+    p.add_argument("--w-seg", type=float, default=None, help="weight of the segmentation loss")
     p.set_defaults(func=run)
 
 
@@ -47,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed, device=args.device,
         time_budget_min=args.time_budget_min, resume=args.resume, log_file=args.log, mode=args.mode,
         acdc_limit=args.acdc_limit, use_sunnybrook=not args.no_sunnybrook, provisional=args.provisional,
-        num_threads=args.threads,
+        num_threads=args.threads, init=args.init, workers=args.workers, amp=not args.no_amp,
+        channels_last=None if args.channels_last is None else args.channels_last == "on", compile=args.compile,
+        train_parts=args.train_parts,
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
+    if args.w_joint is not None:
+        cfg.w_joint = args.w_joint
+    if args.w_seg is not None:
+        cfg.w_seg = args.w_seg
     _, meta = train(cfg)
     print(json.dumps({"out": args.out, "steps": meta["steps"], "train_seconds": meta["train_seconds"],
                       "val": meta.get("val", {}), "stop_reason": meta.get("stop_reason")}))

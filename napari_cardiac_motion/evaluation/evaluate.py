@@ -51,15 +51,11 @@ def find_pairs(data: str | Path, patients: list[str] | None = None) -> list[Path
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """NIfTI (X, Y, Z) → ``(Z, Y, X)`` and spacing ``(dz, dy, dx)``."""
-    import nibabel as nib
+    """NIfTI (X, Y, Z) → ``(Z, Y, X)`` and spacing ``(dz, dy, dx)`` mm (the package's one NIfTI reader)."""
+    from ..io.nifti import read_nifti_volume
 
-    img = nib.load(str(path))
-    arr = np.asanyarray(img.dataobj)
-    while arr.ndim > 3:
-        arr = arr[..., 0]
-    z = img.header.get_zooms()
-    return np.ascontiguousarray(arr.transpose(2, 1, 0)), (float(z[2]), float(z[1]), float(z[0]))
+    v = read_nifti_volume(path)
+    return np.ascontiguousarray(v.data[0]), tuple(float(s) for s in v.spacing)  # type: ignore[return-value]
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
@@ -69,8 +65,15 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(v.mean()), "sd": float(v.std()), "n": int(v.size)}
 
 
-def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | None = None) -> dict[str, Any]:
-    """All metrics for one patient folder (see module docstring)."""
+def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | None = None,
+                  transform: str | None = None, tta: bool = False) -> dict[str, Any]:
+    """All metrics for one patient folder (see module docstring).
+
+    ``transform`` re-samples image and labels first with truthful spacing (see
+    :func:`.transforms.apply_transform`: ``scale:F`` pixels F× larger, ``offcentre:N`` padded into an
+    N×N field with the heart off-centre) to test robustness to how a scan was acquired.
+    """
+    from ..cine import Cine
     from ..inference import predict_cine
 
     ed, spacing = _read(folder / "ED.nii.gz")
@@ -79,11 +82,19 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
     es_gt = _read(folder / "ES_gt.nii.gz")[0].astype(np.uint8)
     if ed.shape != es.shape or ed.shape != ed_gt.shape or es.shape != es_gt.shape:
         raise InputError(f"{folder.name}: ED, ES and their labels must have the same shape.")
+    image = np.stack([ed, es]).astype(np.float32)  # (T=2, Z, Y, X)
+    gt = np.stack([ed_gt, es_gt])
+    if transform:
+        from .transforms import apply_transform
+
+        image, gt, spacing = apply_transform(image, gt, spacing, transform, seed=int.from_bytes(folder.name.encode()[-2:], "big"))
+        ed, es = image[0], image[1]
+        ed_gt, es_gt = gt[0], gt[1]
     spacing_known = not np.allclose(spacing, 1.0)
-    cine = np.stack([ed, es]).astype(np.float32)  # (T=2, Z, Y, X)
-    res = predict_cine(cine, model, device=device, ed_frame=0)
+    res = predict_cine(Cine(image, spacing, name=folder.name), model, device=device, ed_frame=0, tta=tta)
     pred_ed, pred_es = res.labels[0], res.labels[1]
-    out: dict[str, Any] = {"patient": folder.name, "shape_ZYX": list(ed.shape),
+    out: dict[str, Any] = {"patient": folder.name, "shape_ZYX": list(ed.shape), "transform": transform,
+                           "region": res.metadata.get("region", {}).get("input_box_yx"),
                            "spacing_mm": list(spacing) if spacing_known else None,
                            "seconds_model": res.seconds}
     for c, k in STRUCTS:
@@ -115,7 +126,8 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
 
 def evaluate(data: str | Path, model_path: str | None = None, baseline: str | None = None,
              patients: list[str] | None = None, device: str = "auto",
-             progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int, int, str], None] | None = None, transform: str | None = None,
+             tta: bool = False) -> dict[str, Any]:
     """Evaluate every pair under ``data``; returns ``{"model", "cases", "summary"}``."""
     import torch
 
@@ -125,7 +137,7 @@ def evaluate(data: str | Path, model_path: str | None = None, baseline: str | No
     model, meta = load_checkpoint(model_path, device="cpu")
     cases = []
     for i, folder in enumerate(folders):
-        cases.append(evaluate_pair(folder, model, device=device, baseline=baseline))
+        cases.append(evaluate_pair(folder, model, device=device, baseline=baseline, transform=transform, tta=tta))
         if progress:
             progress(i + 1, len(folders), folder.name)
     keys = [k for k in cases[0] if isinstance(cases[0][k], float)]
@@ -142,6 +154,8 @@ def evaluate(data: str | Path, model_path: str | None = None, baseline: str | No
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "baseline": baseline,
+        "transform": transform,
+        "tta": tta,
         "hd95_note": "HD95 in mm only where the NIfTI spacing is known; files with 1×1×1 mm headers "
                      "(the ACDC copies here, whose spacing was lost) get no HD95.",
         "ef_note": "EF = (EDV-ESV)/EDV of the LV blood pool, a ratio (voxel counts when spacing is unknown).",

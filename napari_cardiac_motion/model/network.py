@@ -33,7 +33,9 @@ class JointConfig:
         head: channels of each per-scale branch feature (paper: 64).
         gru_hidden: hidden channels of the convolutional GRU of the motion branch.
         max_flow: bound on |displacement| per component, pixels (tanh × max_flow).
-        input_size: frames are centre-cropped / zero-padded to this (H, W) before the network.
+        input_size: training crop (H, W) in model pixels (inference runs on a region around the heart,
+            see :mod:`napari_cardiac_motion.geometry`).
+        pixel_mm: the in-plane pixel size (mm) the network works at; every input is resampled to it.
         motion_stride: the motion branch (fusion + GRU) runs at 1/stride resolution and its flow is
             upsampled bilinearly (motion is smooth; this makes the branch ~4× cheaper on a CPU).
     """
@@ -44,6 +46,7 @@ class JointConfig:
     max_flow: float = 24.0
     input_size: tuple[int, int] = (192, 192)
     motion_stride: int = 2
+    pixel_mm: float = 1.5
     num_classes: int = field(default=NUM_CLASSES)
 
     def to_dict(self) -> dict:
@@ -209,6 +212,25 @@ class JointMotionSegNet(nn.Module):
         seg_src = seg_all[:b]
         seg = seg_all[b:].unflatten(0, (b, t))
         return seg, self.flows_from_features(feats_src, feats_tgt, (h, w)), seg_src
+
+    def forward_sequence(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment and estimate motion over sequences whose source (ED) is their first frame.
+
+        The one sequence API that inference, training and fine-tuning share: the same computation as
+        ``forward(images[:, :1], images)`` without encoding the source twice.
+
+        Args:
+            images: ``(B, T, H, W)`` frames, frame 0 = source (ED), temporal order.
+        Returns:
+            ``(seg_logits (B, T, C, H, W), flows (B, T, 2, H, W))``, flows in pixels ``(dy, dx)``
+            from frame t to frame 0 (``flows[:, 0] ≈ 0`` is learnt, not forced).
+        """
+        b, t, h, w = images.shape
+        x, _ = self._pad16(images.reshape(b * t, 1, h, w))
+        feats = self.encode(x)
+        seg = self.segment_features(feats)[..., :h, :w].unflatten(0, (b, t))
+        feats_src = [f.unflatten(0, (b, t))[:, 0] for f in feats]
+        return seg, self.flows_from_features(feats_src, feats, (h, w))
 
     def flows_from_features(self, feats_src: list[torch.Tensor], feats_tgt: list[torch.Tensor],
                             size: tuple[int, int]) -> torch.Tensor:

@@ -7,7 +7,11 @@ between the frames is unchanged), and one random intensity transform per sample 
 Geometric: rotation ±10°, isotropic scale ±15% (covers the in-plane spacing differences between
 sites: 1.3–1.8 mm), shift ±10 px, optional flips; "wide" samples zoom out further (up to ×1.5) so the
 model also sees full-field slices with the heart off-centre, as at inference (centre crop to 192²).
-Intensity: gamma 0.7–1.4, contrast ±10%, brightness ±0.05, Gaussian noise σ ≤ 0.02.
+Acquisition resolution: cases are stored at the model's pixel size (1.5 mm); half the samples are
+blurred as if acquired with pixels up to 2.0 mm (down- then up-sampled by 1–1.4×); finer acquisitions
+(0.7 mm) reach the model anti-aliased by the geometry step, as at inference.
+Intensity (scanner differences): gamma 0.7–1.4, contrast ±10%, brightness ±0.05, a smooth
+multiplicative bias field (±20% across the field: coil sensitivity), Gaussian noise σ ≤ 0.02.
 Voxels whose codes fall outside the source field become ``IGNORE_INDEX``.
 """
 
@@ -65,8 +69,36 @@ def apply_affine(images: torch.Tensor, codes: torch.Tensor, theta: torch.Tensor,
     return img, c
 
 
+def random_resolution(images: torch.Tensor, rng: np.random.Generator, max_factor: float = 1.4,
+                      prob: float = 0.5) -> torch.Tensor:
+    """Blur ``(B, T, H, W)`` images as if acquired with pixels up to ``max_factor``× coarser (down-sample
+    by a random factor per sample, then up-sample back bilinearly)."""
+    out = images.clone()
+    h, w = images.shape[-2:]
+    for i in range(images.shape[0]):
+        if rng.random() >= prob:
+            continue
+        f = float(rng.uniform(1.05, max_factor))
+        small = F.interpolate(images[i:i + 1], size=(max(8, int(round(h / f))), max(8, int(round(w / f)))),
+                              mode="bilinear", align_corners=False, antialias=True)
+        out[i:i + 1] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return out
+
+
+def random_bias_field(images: torch.Tensor, rng: np.random.Generator, strength: float = 0.2) -> torch.Tensor:
+    """Multiply ``(B, T, H, W)`` images by a smooth per-sample field ``exp(a·y + b·x + c·y·x + d·(y² + x²))``
+    with coordinates in [-1, 1], scaled so the field spans about ±``strength``."""
+    b, _, h, w = images.shape
+    yy = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype).view(h, 1)
+    xx = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype).view(1, w)
+    basis = torch.stack([yy.expand(h, w), xx.expand(h, w), yy * xx, (yy ** 2 + xx ** 2) - 0.66])  # (4, H, W)
+    coef = torch.tensor(rng.uniform(-1, 1, (b, 4)) * strength / 2, dtype=images.dtype, device=images.device)
+    field = torch.exp(torch.einsum("bk,khw->bhw", coef, basis)).unsqueeze(1)
+    return images * field
+
+
 def random_intensity(images: torch.Tensor, rng: np.random.Generator, noise: float = 0.02) -> torch.Tensor:
-    """Per-sample gamma/contrast/brightness/noise on ``(B, T, H, W)`` images in [0, 1]."""
+    """Per-sample gamma/contrast/brightness/bias field/noise on ``(B, T, H, W)`` images in [0, 1]."""
     b = images.shape[0]
     gamma = torch.tensor(np.exp(rng.uniform(math.log(0.7), math.log(1.4), b)), dtype=images.dtype,
                          device=images.device).view(b, 1, 1, 1)
@@ -75,7 +107,7 @@ def random_intensity(images: torch.Tensor, rng: np.random.Generator, noise: floa
     sigma = torch.tensor(rng.uniform(0, noise, b), dtype=images.dtype, device=images.device).view(b, 1, 1, 1)
     gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**31)))
     eps = torch.randn(images.shape, generator=gen).to(images.device, images.dtype)
-    out = images.clamp(0, 1) ** gamma * contrast + bright + sigma * eps
+    out = random_bias_field(images.clamp(0, 1), rng) ** gamma * contrast + bright + sigma * eps
     return out.clamp(0.0, 1.2)
 
 
@@ -93,6 +125,8 @@ def augment_batch(images: np.ndarray, codes: np.ndarray, out_size: int, rng: np.
         theta = torch.zeros(img.shape[0], 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = out_size / m
     img, cod = apply_affine(img, cod, theta, out_size)
+    if geometric:
+        img = random_resolution(img, rng)
     if intensity:
         img = random_intensity(img, rng)
     return img, cod

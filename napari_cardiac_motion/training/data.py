@@ -14,7 +14,10 @@ The training loss uses the partial-label likelihood ``-log Σ_{c allowed} p_c`` 
 for exact codes), so a Sunnybrook "0" is never taught as background.
 
 Intensities are normalised per patient over the whole cine (ACDC: ED and ES together) with
-:func:`preprocessing.normalize_intensity`, exactly as :func:`inference.predict_cine` does.
+:func:`preprocessing.normalize_intensity`, exactly as :func:`inference.predict_cine` does. With
+``pixel_mm`` given, every case is re-sampled in-plane to the model's pixel size with the same geometry
+step as inference (:mod:`napari_cardiac_motion.geometry`: images bilinear with anti-aliasing, label
+codes nearest), using the true voxel spacing of the files.
 
 Validation split (fixed, by patient): ACDC 001, 011, 021, 031, 041, 051, 061, 071, 081, 091 (two per
 disease group) and Sunnybrook SC-HF-I-4, SC-HF-I-5. The UK Biobank-style pair is evaluation only.
@@ -75,15 +78,34 @@ class Case:
         return int(self.image.shape[1])
 
 
-def _nifti_tzyx(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI (X, Y, Z[, T]) into ``(T, Z, Y, X)`` and its zooms."""
-    import nibabel as nib
+def _nifti_tzyx(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Read a NIfTI (X, Y, Z[, T]) into ``(T, Z, Y, X)`` and its spacing ``(dz, dy, dx)`` mm."""
+    from ..io.nifti import read_nifti_volume
 
-    img = nib.load(str(path))
-    arr = np.asanyarray(img.dataobj)
-    if arr.ndim == 3:
-        arr = arr[..., None]
-    return np.ascontiguousarray(arr.transpose(3, 2, 1, 0)), tuple(float(z) for z in img.header.get_zooms())
+    v = read_nifti_volume(path)
+    return v.data, tuple(float(s) for s in v.spacing)  # type: ignore[return-value]
+
+
+def resample_case_arrays(image: np.ndarray, codes: np.ndarray, spacing: tuple[float, float, float] | None,
+                         pixel_mm: float | None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Re-sample ``image`` and ``codes`` ``(T, Z, Y, X)`` in-plane to ``pixel_mm`` (the geometry step of
+    inference, over the whole field); returns them and the step (input pixels per model pixel)."""
+    import torch
+
+    from ..geometry import model_step, to_model, whole_field_region
+
+    step = model_step(spacing[1:] if spacing else None, pixel_mm)
+    if abs(step[0] - 1) < 1e-3 and abs(step[1] - 1) < 1e-3:
+        return image, codes, step
+    t, z, h, w = image.shape
+    region = whole_field_region((h, w), step)
+    with torch.no_grad():
+        img = to_model(torch.from_numpy(image.reshape(t * z, 1, h, w).astype(np.float32)), region)
+        cod = to_model(torch.from_numpy(codes.reshape(t * z, 1, h, w).astype(np.float32)), region,
+                       mode="nearest", fill=float(IGNORE_INDEX))
+    hh, ww = region.size
+    return (img.reshape(t, z, hh, ww).numpy().astype(image.dtype),
+            cod.round().reshape(t, z, hh, ww).numpy().astype(np.uint8), step)
 
 
 def _centres(labels_ed: np.ndarray) -> np.ndarray:
@@ -109,30 +131,33 @@ def acdc_patients(root: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "ED.nii.gz").exists() and (p / "ED_gt.nii.gz").exists())
 
 
-def load_acdc_case(folder: str | Path) -> Case:
+def load_acdc_case(folder: str | Path, pixel_mm: float | None = None) -> Case:
+    """An ACDC-like patient (ED, ES and their labels), re-sampled to ``pixel_mm`` when given."""
     folder = Path(folder)
-    ed, _ = _nifti_tzyx(folder / "ED.nii.gz")
+    ed, spacing = _nifti_tzyx(folder / "ED.nii.gz")
     es, _ = _nifti_tzyx(folder / "ES.nii.gz")
     ed_gt, _ = _nifti_tzyx(folder / "ED_gt.nii.gz")
     es_gt, _ = _nifti_tzyx(folder / "ES_gt.nii.gz")
     image = normalize_intensity(np.concatenate([ed, es], 0)).astype(np.float16)
     codes = np.concatenate([ed_gt, es_gt], 0).astype(np.uint8)
-    return Case(folder.name, "acdc", image, codes, 0, 1, None, _centres(codes[0]))
+    known = None if np.allclose(spacing, 1.0) else spacing
+    image, codes, _ = resample_case_arrays(image, codes, known, pixel_mm)
+    return Case(folder.name, "acdc", image, codes, 0, 1, known, _centres(codes[0]))
 
 
 def load_acdc(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = (),
-              limit: int | None = None) -> list[Case]:
+              limit: int | None = None, pixel_mm: float | None = None) -> list[Case]:
     """Load ACDC-like patients under ``root`` (optionally only ``names``; minus ``exclude``)."""
     folders = [p for p in acdc_patients(root) if p.name not in exclude and (names is None or p.name in names)]
     if limit is not None:
         folders = folders[:limit]
-    return [load_acdc_case(p) for p in folders]
+    return [load_acdc_case(p, pixel_mm) for p in folders]
 
 
-def load_sunnybrook_case(folder: str | Path) -> Case:
+def load_sunnybrook_case(folder: str | Path, pixel_mm: float | None = None) -> Case:
     """A Sunnybrook cine with its partial labels turned into label codes (see module docstring)."""
     folder = Path(folder)
-    sa, zooms = _nifti_tzyx(folder / "sa.nii.gz")
+    sa, spacing = _nifti_tzyx(folder / "sa.nii.gz")
     lab, _ = _nifti_tzyx(folder / "labels.nii.gz")
     info = json.loads((folder / "info.json").read_text())
     endo = {int(k): set(int(s) for s in v) for k, v in info.get("endo_contour_frames", {}).items()}
@@ -151,18 +176,19 @@ def load_sunnybrook_case(folder: str | Path) -> Case:
     es_candidates = [t for t in endo if t != ed]
     es = es_candidates[0] if es_candidates else ed
     image = normalize_intensity(sa).astype(np.float16)
-    spacing = (zooms[2], zooms[1], zooms[0]) if len(zooms) >= 3 else None
+    image, codes, _ = resample_case_arrays(image, codes, spacing, pixel_mm)
     c_ed = codes[ed].copy()
     c_ed[(c_ed == NOT_LV_MYO) | (c_ed == NOT_LV)] = 0
     c_ed[c_ed == IGNORE_INDEX] = 0
     return Case(folder.name, "sunnybrook", image, codes, int(ed), int(es), spacing, _centres(c_ed))
 
 
-def load_sunnybrook(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = ()) -> list[Case]:
+def load_sunnybrook(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = (),
+                    pixel_mm: float | None = None) -> list[Case]:
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if (p / "sa.nii.gz").exists() and (p / "labels.nii.gz").exists()) \
         if root.is_dir() else []
-    return [load_sunnybrook_case(p) for p in folders
+    return [load_sunnybrook_case(p, pixel_mm) for p in folders
             if p.name not in exclude and (names is None or p.name in names)]
 
 

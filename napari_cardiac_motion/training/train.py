@@ -33,17 +33,17 @@ import torch.nn.functional as F
 from ..conventions import NUM_CLASSES
 from ..devices import resolve_device
 from ..errors import CancelledError, InputError
+from ..evaluation.metrics import dice
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.losses import IGNORE_INDEX, charbonnier_smoothness, dice_loss_from_probs
 from ..model.network import JointConfig, JointMotionSegNet, count_parameters
 from ..model.transformer import warp
-from ..preprocessing import to_network_grid
 from .augment import augment_batch, crop_centered
 from .data import (ACDC_LICENCE, ACDC_VAL_PATIENTS, NOT_LV, NOT_LV_MYO, SUNNYBROOK_LICENCE,
                    SUNNYBROOK_VAL_PATIENTS, Case, load_acdc, load_sunnybrook)
 
-MODEL_NAME = "cardiac-joint-v1"
-MODEL_VERSION = "1.0.0"
+MODEL_NAME = "cardiac-joint-v2"
+MODEL_VERSION = "2.0.0"
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -84,6 +84,12 @@ class TrainConfig:
     adaptive_threads: bool = True  # CPU: drop to 1 thread while other processes load the cores
     model: dict = field(default_factory=lambda: JointConfig().to_dict())
     command: str = ""
+    init: str | None = None  # start from these weights (a checkpoint), with a fresh optimiser
+    workers: int = 0  # data-loading worker processes (0: batches are made in the training process)
+    channels_last: bool | None = None  # None: on CUDA only
+    amp: bool = True  # mixed precision (float16 autocast + gradient scaling) on CUDA
+    compile: bool = False  # torch.compile the network (CUDA: faster after a warm-up of ~1 min)
+    train_parts: str = "all"  # "motion": only the motion branch learns (encoder and segmentation frozen)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,25 +141,17 @@ def source_onehot(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def forward_sequence(model: JointMotionSegNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``model(images[:, :1], images)`` without encoding the source twice (it is frame 0).
-
-    Returns ``(seg_logits (B, T, C, H, W), flows (B, T, 2, H, W))``; same computation as
-    :meth:`JointMotionSegNet.forward` and :func:`inference.predict_cine` (source = first frame).
-    """
-    b, t, h, w = images.shape
-    x, _ = model._pad16(images.reshape(b * t, 1, h, w))
-    feats = model.encode(x)
-    seg = model.segment_features(feats)[..., :h, :w].unflatten(0, (b, t))
-    feats_src = [f.unflatten(0, (b, t))[:, 0] for f in feats]
-    return seg, model.flows_from_features(feats_src, feats, (h, w))
+    """``model.forward_sequence(images)``: the network's one sequence API (kept for callers of the
+    module-level name)."""
+    return model.forward_sequence(images)
 
 
 def batch_losses(model: JointMotionSegNet, images: torch.Tensor, codes: torch.Tensor, cfg: TrainConfig,
-                 table: torch.Tensor, use_dice: bool) -> dict[str, torch.Tensor]:
+                 table: torch.Tensor, use_dice: bool, fwd: Callable | None = None) -> dict[str, torch.Tensor]:
     """Losses of one batch of sequences ``images`` (B, T, H, W), source = frame 0, ``codes`` alike."""
     b, t = images.shape[:2]
     src = images[:, :1]
-    seg, flows = forward_sequence(model, images)
+    seg, flows = (fwd or model.forward_sequence)(images)
     seg_f = seg.flatten(0, 1)
     codes_f = codes.flatten(0, 1)
     l_seg = partial_nll_logits(seg_f, codes_f, table)
@@ -237,29 +235,89 @@ class Sampler:
         wides.append(wide)
 
 
+def set_train_mode(model: JointMotionSegNet, parts: str = "all") -> None:
+    """Training mode; with ``parts="motion"`` the frozen encoder and segmentation branch stay in eval
+    mode (their BatchNorm statistics do not move)."""
+    model.train()
+    if parts == "motion":
+        for mod in (model.encoder, model.seg_fuse, model.seg_head):
+            mod.eval()
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """The batches of one epoch, ``(images (B, T, S, S), codes (B, T, S, S), is_sunnybrook)``, made in
+    DataLoader worker processes when ``cfg.workers > 0`` (each worker makes every W-th step with its own
+    random stream, so the schedule of ACDC and Sunnybrook batches does not depend on W).
+    """
+
+    def __init__(self, acdc: list[Case], sunny: list[Case], cfg: "TrainConfig", first_step: int, n_steps: int,
+                 seed: list[int]):
+        super().__init__()
+        self.acdc, self.sunny, self.cfg = acdc, sunny, cfg
+        self.first_step, self.n_steps, self.seed = first_step, n_steps, seed
+
+    def is_sunnybrook(self, step: int) -> bool:
+        every = self.cfg.sunnybrook_every
+        return bool(self.sunny) and every > 0 and step % every == every - 1
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        sampler = Sampler(self.acdc, self.sunny, self.cfg, np.random.default_rng(self.seed + [wid]))
+        for k in range(wid, self.n_steps, nw):
+            is_sb = self.is_sunnybrook(self.first_step + k)
+            images, codes = sampler.sunny_batch() if is_sb else sampler.acdc_batch()
+            yield images, codes, is_sb
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def epoch_batches(acdc: list[Case], sunny: list[Case], cfg: "TrainConfig", first_step: int, n_steps: int,
+                  seed: list[int], pin: bool = False):
+    """Iterator over one epoch's batches (see :class:`BatchStream`)."""
+    stream = BatchStream(acdc, sunny, cfg, first_step, n_steps, seed)
+    if cfg.workers <= 0:
+        return iter(stream)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=pin,
+                                         prefetch_factor=4, worker_init_fn=_worker_init)
+    return iter(loader)
+
+
 # --------------------------------------------------------------------------------------------------
 # validation
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / s) if s > 0 else 1.0
+def validation_region(case: Case, size: int) -> "Region":
+    """The square ``size`` region (model pixels; cases are already at the model's pixel size) around the
+    heart centre of the case's labelled slices, placed inside the field where it fits."""
+    from ..geometry import region_around
+
+    h, w = case.image.shape[-2:]
+    centre = np.median(case.center, axis=0) if len(case.center) else np.array([h / 2.0, w / 2.0])
+    return region_around(centre, (min(size, h), min(size, w)), (1.0, 1.0), (h, w))
 
 
 @torch.no_grad()
-def validate(model: JointMotionSegNet, cases: list[Case], device: torch.device) -> dict[str, float]:
+def validate(model: JointMotionSegNet, cases: list[Case], device: torch.device, size: int = 160) -> dict[str, float]:
     """3D Dice (LV/Myo/RV, mean of ED and ES) and propagated-label Dice (ED labels warped to ES) over
-    ACDC-like validation cases, on the network grid (centre crop to ``input_size``) as at inference."""
+    ACDC-like validation cases, on a ``size``² region around the heart at the model's pixel size (the
+    cases are re-sampled on loading), with the same geometry helpers as inference."""
+    from ..geometry import to_model
+
     model.eval()
     seg_d = {k: [] for k in ("LV", "Myo", "RV")}
     prop_d = {k: [] for k in ("LV", "Myo", "RV")}
     for case in cases:
-        h, w = case.image.shape[-2:]
-        size = tuple(min(int(s), n) for s, n in zip(model.config.input_size, (h, w)))
-        img = torch.from_numpy(to_network_grid(case.image[[case.ed, case.es]].astype(np.float32), size)).to(device)
-        gt = to_network_grid(case.codes[[case.ed, case.es]], size)
-        src = img[0].unsqueeze(1)  # (Z, 1, H, W)
-        seq = img.permute(1, 0, 2, 3).unsqueeze(2)  # (Z, 2, 1, H, W)
-        seg, flows, _ = model(src, seq)
+        region = validation_region(case, size)
+        z_n = case.n_slices
+        hh, ww = region.size
+        frames = torch.from_numpy(case.image[[case.ed, case.es]].astype(np.float32)).to(device)  # (2, Z, Y, X)
+        codes = torch.from_numpy(case.codes[[case.ed, case.es]].astype(np.float32)).to(device)
+        img = to_model(frames.reshape(2 * z_n, 1, *frames.shape[-2:]), region, antialias=False).view(2, z_n, hh, ww)
+        gt = to_model(codes.reshape(2 * z_n, 1, *codes.shape[-2:]), region, mode="nearest").view(2, z_n, hh, ww)
+        gt = gt.round().cpu().numpy().astype(np.uint8)
+        seg, flows = model.forward_sequence(img.permute(1, 0, 2, 3).contiguous())  # (Z, 2, ...)
         pred = seg.argmax(2).permute(1, 0, 2, 3).cpu().numpy()  # (2, Z, H, W)
         ed_lab = torch.from_numpy(gt[0].astype(np.float32)).unsqueeze(1).to(device)
         prop = warp(ed_lab, flows[:, 1].float(), mode="nearest")[:, 0].round().cpu().numpy()
@@ -384,11 +442,12 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
             root = Path(cfg.data)
             acdc_root = root / "acdc" if (root / "acdc").is_dir() else root
             sunny_root = root / "sunnybrook"
-            acdc = load_acdc(acdc_root, exclude=ACDC_VAL_PATIENTS, limit=cfg.acdc_limit)
-            val_cases = load_acdc(acdc_root, names=list(ACDC_VAL_PATIENTS)) if cfg.validate else []
+            pixel_mm = JointConfig.from_dict(cfg.model).pixel_mm
+            acdc = load_acdc(acdc_root, exclude=ACDC_VAL_PATIENTS, limit=cfg.acdc_limit, pixel_mm=pixel_mm)
+            val_cases = load_acdc(acdc_root, names=list(ACDC_VAL_PATIENTS), pixel_mm=pixel_mm) if cfg.validate else []
             if cfg.val_limit is not None:
                 val_cases = val_cases[:cfg.val_limit]
-            sunny = load_sunnybrook(sunny_root, exclude=SUNNYBROOK_VAL_PATIENTS) \
+            sunny = load_sunnybrook(sunny_root, exclude=SUNNYBROOK_VAL_PATIENTS, pixel_mm=pixel_mm) \
                 if cfg.use_sunnybrook and sunny_root.is_dir() else []
         else:
             acdc, sunny, val_cases = cases
@@ -398,14 +457,38 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
         logger(f"data: {len(acdc)} ACDC-like training patients, {len(sunny)} Sunnybrook cines, "
                f"{len(val_cases)} validation patients; loaded in {time.perf_counter() - t_start:.0f} s")
 
-        model = JointMotionSegNet(JointConfig.from_dict(cfg.model)).to(device)
+        model_cfg = JointConfig.from_dict(cfg.model)
+        init_state = None
+        if cfg.init and not cfg.resume:
+            init_payload = read_checkpoint(cfg.init)
+            arch = dict(init_payload["config"])
+            arch["pixel_mm"] = model_cfg.pixel_mm  # the geometry of this run's data
+            model_cfg = JointConfig.from_dict(arch)
+            cfg.model = model_cfg.to_dict()
+            init_state = init_payload["state_dict"]
+        model = JointMotionSegNet(model_cfg).to(device)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+            logger(f"initialised from {cfg.init}")
+        if cfg.train_parts == "motion":
+            frozen = [model.encoder, model.seg_fuse, model.seg_head]
+            for mod in frozen:
+                mod.requires_grad_(False)
+        elif cfg.train_parts != "all":
+            raise InputError(f"Unknown --train-parts '{cfg.train_parts}'; use 'all' or 'motion'.")
+        channels_last = device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        # the compiled sequence API shares the parameters; `model` is what is saved
+        fwd = torch.compile(model.forward_sequence) if cfg.compile else model.forward_sequence
         seg_params = list(model.encoder.parameters()) + list(model.seg_fuse.parameters()) + \
             list(model.seg_head.parameters())
         if cfg.mode == "alternating":
             opts = {"seg": torch.optim.Adam(seg_params, lr=cfg.lr, weight_decay=cfg.weight_decay),
                     "motion": torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
         elif cfg.mode == "joint":
-            opts = {"all": torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)}
+            opts = {"all": torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                            weight_decay=cfg.weight_decay)}
         else:
             raise InputError(f"Unknown training mode '{cfg.mode}'; use 'joint' or 'alternating'.")
         step, epoch0, elapsed0, val_seconds0, history = 0, 0, 0.0, 0.0, []
@@ -424,23 +507,25 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
             torch.manual_seed(cfg.seed + epoch0)
             logger(f"resumed from {cfg.resume} at epoch {epoch0}, step {step}")
         cuda = device.type == "cuda"
-        adaptive = device.type == "cpu" and cfg.adaptive_threads and cfg.num_threads > 1
-        scaler = torch.amp.GradScaler("cuda") if cuda else None
+        amp = cuda and cfg.amp
+        adaptive = device.type == "cpu" and cfg.adaptive_threads and cfg.num_threads > 1 and cfg.workers == 0
+        scaler = torch.amp.GradScaler("cuda") if amp else None
         table = _allowed_table(device)
-        sampler = Sampler(acdc, sunny, cfg, rng)
-        spe = cfg.steps_per_epoch or max(1, (2 * len(sampler.acdc_items)) // cfg.batch_size)
+        n_slices = sum(c.n_slices for c in acdc)
+        spe = cfg.steps_per_epoch or max(1, (2 * n_slices) // cfg.batch_size)
         total_steps = spe * cfg.epochs
         budget_s = cfg.time_budget_min * 60.0 if cfg.time_budget_min else None
         logger(f"model: {count_parameters(model):,} parameters, config {model.config.to_dict()}; device {device}; "
                f"{cfg.epochs} epochs × {spe} steps, batch {cfg.batch_size}, crop {cfg.crop}, mode {cfg.mode}, "
-               f"budget {cfg.time_budget_min} min")
+               f"budget {cfg.time_budget_min} min, workers {cfg.workers}, amp {amp}, channels_last {channels_last}, "
+               f"compile {cfg.compile}")
         try:
             from tqdm import tqdm
             bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
                        dynamic_ncols=True, disable=progress is not None or log is not None)
         except ImportError:  # pragma: no cover
             bar = None
-        model.train()
+        set_train_mode(model, cfg.train_parts)
         t_run = time.perf_counter()
         val_seconds = val_seconds0  # last validation's duration: reserved before the time budget ends
         stop_reason = "epochs"
@@ -460,7 +545,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
             sums: dict[str, float] = {}
             n_sum = 0
             t_ep = time.perf_counter()
-            for _ in range(spe):
+            batches = epoch_batches(acdc, sunny, cfg, step, spe, [cfg.seed, epoch], pin=cuda)
+            for images, codes, is_sb in batches:
                 if cancel is not None and cancel():
                     history.append({"epoch": epoch + 1, "step": step, "cancelled": True})
                     save(epoch)
@@ -475,17 +561,16 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
                 for o in opts.values():
                     for g in o.param_groups:
                         g["lr"] = cfg.lr * lr_f
-                is_sb = bool(sunny) and cfg.sunnybrook_every > 0 and step % cfg.sunnybrook_every == cfg.sunnybrook_every - 1
-                images, codes = sampler.sunny_batch() if is_sb else sampler.acdc_batch()
-                images, codes = images.to(device), codes.to(device)
+                images = images.to(device, non_blocking=True)
+                codes = codes.to(device, non_blocking=True)
                 if cfg.mode == "alternating":
                     part = "seg" if step % 2 == 0 else "motion"
                     opt = opts[part]
                 else:
                     part, opt = "all", opts["all"]
                 opt.zero_grad(set_to_none=True)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-                    losses = batch_losses(model, images, codes, cfg, table, use_dice=not is_sb)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                    losses = batch_losses(model, images, codes, cfg, table, use_dice=not is_sb, fwd=fwd)
                     loss = combine(losses, cfg, part)
                 if not torch.isfinite(loss):
                     logger(f"step {step}: non-finite loss, skipped")
@@ -514,6 +599,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
             means = {k: v / max(n_sum, 1) for k, v in sums.items()}
             t_val = time.perf_counter()
             val = validate(model, val_cases, device) if val_cases else {}
+            set_train_mode(model, cfg.train_parts)
             val_seconds = time.perf_counter() - t_val
             history.append({"epoch": epoch + 1, "step": step, "train": {k: round(v, 5) for k, v in means.items()},
                             "val": {k: round(v, 4) for k, v in val.items()},

@@ -45,7 +45,7 @@ def _viewer_with_segmentation(make_napari_viewer):
 
 
 def test_panel_table_curves_marker_click_edit_export(make_napari_viewer, qtbot, tmp_path):
-    from matplotlib.backend_bases import MouseEvent
+    from qtpy.QtCore import QPoint, Qt
 
     viewer, seg = _viewer_with_segmentation(make_napari_viewer)
     widget = FunctionWidget(viewer)
@@ -64,10 +64,9 @@ def test_panel_table_curves_marker_click_edit_export(make_napari_viewer, qtbot, 
     assert widget.current_frame() == 3
     assert widget.marker_x() == pytest.approx(3 * INTERVAL)
 
-    # a click on the volume curve near 40 ms moves the time slider to frame 1
-    ax = widget.ax_volume
-    x_px, y_px = ax.transData.transform((41.0, float(expected.lv_volume_ml[1])))
-    widget.canvas.callbacks.process("button_press_event", MouseEvent("button_press_event", widget.canvas, x_px, y_px, 1))
+    # a mouse click on the volume curve near 40 ms moves the time slider to frame 1
+    x, y = widget.canvas.widget_pos_of(41.0, float(expected.lv_volume_ml[1]))
+    qtbot.mouseClick(widget.canvas, Qt.MouseButton.LeftButton, pos=QPoint(round(x), round(y)))
     assert widget.current_frame() == 1
     assert widget.marker_x() == pytest.approx(INTERVAL)
 

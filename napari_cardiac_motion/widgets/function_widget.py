@@ -9,7 +9,8 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
   GUI thread first), debounced after label edits (paint, undo, set data);
 * shows the measures in a table (tooltips: one line of help each), volume and strain curves with a
   marker at the viewer's current frame that follows the time slider (click a curve to jump there),
-  and a colour bar in mm for the ``motion`` arrows;
+  and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
+  (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
 * exports JSON, CSV, PNG figures and the one-page HTML report (:func:`..analysis.report.export_all`).
 """
 
@@ -40,6 +41,7 @@ from ..analysis import SCALAR_MEASURES, Measurements, compute_measurements
 from ..analysis import report as rep
 from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
+from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
 
 DEBOUNCE_MS = 400
 #: table labels of the scalar measures
@@ -117,18 +119,30 @@ def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
             "model": {"name": model.get("name"), "version": model.get("version")}, "input": str(source)}
 
 
+def _motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
+    """(low, high) mm and colormap name of the ``motion`` arrows' colours (their magnitudes are pixels)."""
+    layer = next((ly for ly in viewer.layers if ly.name.startswith(MOTION_LAYER)
+                  and hasattr(ly, "edge_contrast_limits")), None)
+    if layer is None:
+        return None
+    px = float(np.mean(spacing[1:]))
+    lo, hi = (float(v) for v in layer.edge_contrast_limits)
+    return lo * px, hi * px, str(getattr(layer.edge_colormap, "name", "plasma"))
+
+
 def _compute(inputs: dict[str, Any], ed: int | None, es: int | None, height: float | None,
-             weight: float | None) -> Measurements | CardiacMotionError:
-    """Worker body (no layer access). User-facing errors are returned, not raised."""
+             weight: float | None, render: dict[str, Any]) -> tuple[Measurements, RenderedCurves] | CardiacMotionError:
+    """Worker body (no layer access): the read-out and its curves. User-facing errors are returned, not raised."""
     try:
         motion_ed = inputs["motion_ed"] if inputs["motion"] is not None else None
-        return compute_measurements(
+        m = compute_measurements(
             inputs["labels"], inputs["spacing"], inputs["interval"], motion=inputs["motion"],
             motion_reference_frame=motion_ed, ed_frame=ed if ed is not None else motion_ed, es_frame=es,
             height_cm=height, weight_kg=weight, affine=inputs["affine"], model=inputs["model"],
             input=inputs["input"])
     except CardiacMotionError as exc:
         return exc
+    return m, render_curves(m, **render)
 
 
 # ----------------------------------------------------------------------------- widget
@@ -137,9 +151,6 @@ class FunctionWidget(QWidget):
     """The "Cardiac function" panel (see module docstring)."""
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         super().__init__(parent)
         self.viewer = napari_viewer
         self.measurements: Measurements | None = None
@@ -150,7 +161,6 @@ class FunctionWidget(QWidget):
         self._worker = None
         self._dirty = False
         self._connected: list[tuple[Any, Any]] = []
-        self._markers: list = []
         self._busy_export = False
 
         self.layer_combo = QComboBox()
@@ -175,10 +185,8 @@ class FunctionWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(180)
-        self.figure = Figure(figsize=(4.0, 5.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(340)
-        self.canvas.mpl_connect("button_press_event", self._on_click)
+        self.canvas = CurvesCanvas()
+        self.canvas.clicked.connect(self._on_click)
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
         self.refresh_button = QPushButton("Recompute")
@@ -211,6 +219,7 @@ class FunctionWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.compute)
+        self.canvas.resized.connect(self.schedule)  # re-render at the new size
         for spin in (self.ed_spin, self.es_spin, self.height_spin, self.weight_spin):
             spin.valueChanged.connect(self.schedule)
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
@@ -321,7 +330,10 @@ class FunctionWidget(QWidget):
             return
         self._dirty = False
         self.status.setText("Computing…")
-        worker = create_worker(_compute, inputs, *self._overrides(), _start_thread=False)
+        w, h, dpr = self.canvas.render_size()
+        render = {"width_px": w, "height_px": h, "device_pixel_ratio": dpr,
+                  "motion_legend": _motion_legend(self.viewer, inputs["spacing"])}
+        worker = create_worker(_compute, inputs, *self._overrides(), render, _start_thread=False)
         worker.returned.connect(self._on_result)
         worker.errored.connect(lambda exc: self.status.setText(f"Error: {type(exc).__name__}: {exc}"))
         worker.finished.connect(self._on_finished)
@@ -338,9 +350,11 @@ class FunctionWidget(QWidget):
         if isinstance(out, CardiacMotionError):
             self.status.setText(f"Error: {out}")
             return
-        self.measurements = m = out
+        m, rendered = out
+        self.measurements = m
         self._fill_table(m)
-        self._draw(m)
+        self.canvas.set_rendered(rendered)
+        self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""
         self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
                             f"{'' if m.strain is not None else '; no motion: strain not available'}{note}")
@@ -364,38 +378,7 @@ class FunctionWidget(QWidget):
 
     # ------------------------------------------------------------------ plots
 
-    def _draw(self, m: Measurements) -> None:
-        self.figure.clear()
-        motion_layer = next((ly for ly in self.viewer.layers if ly.name.startswith(MOTION_LAYER)
-                             and hasattr(ly, "edge_contrast_limits")), None)
-        n_rows = 3 if motion_layer is not None else 2
-        grid = self.figure.add_gridspec(n_rows, 1, height_ratios=[1, 1, 0.08][:n_rows])
-        self.ax_volume = self.figure.add_subplot(grid[0])
-        self.ax_strain = self.figure.add_subplot(grid[1], sharex=self.ax_volume)
-        rep.plot_volumes(self.ax_volume, m)
-        rep.plot_strain(self.ax_strain, m)
-        self.ax_volume.set_xlabel("")
-        if motion_layer is not None:
-            self._draw_motion_legend(self.figure.add_subplot(grid[2]), motion_layer, m)
-        self._markers = [ax.axvline(0, color="k", lw=1.2, alpha=0.7) for ax in (self.ax_volume, self.ax_strain)]
-        self._update_markers()
-
-    @staticmethod
-    def _draw_motion_legend(cax, motion_layer, m: Measurements) -> None:
-        """Colour bar of the motion arrows (their colour is displacement magnitude) in mm."""
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
-        lo, hi = (float(v) for v in motion_layer.edge_contrast_limits)
-        px = float(np.mean(m.spacing_mm[1:]))  # arrow magnitudes are in pixels
-        cmap = getattr(motion_layer.edge_colormap, "name", "plasma")
-        try:
-            sm = ScalarMappable(Normalize(lo * px, hi * px), cmap=cmap)
-        except ValueError:
-            sm = ScalarMappable(Normalize(lo * px, hi * px), cmap="plasma")
-        cb = cax.figure.colorbar(sm, cax=cax, orientation="horizontal")
-        cb.set_label("motion arrows: displacement from ED (mm)", fontsize=8)
-        cb.ax.tick_params(labelsize=7)
+    # ------------------------------------------------------------------ curves
 
     def _time_axis(self):
         if self.measurements is None:
@@ -417,15 +400,13 @@ class FunctionWidget(QWidget):
     def _update_markers(self, event=None) -> None:
         frame = self.current_frame()
         t, _ = self._time_axis()
-        if frame is None or not self._markers or frame >= len(t):
+        if frame is None or frame >= len(t):
             return
-        for line in self._markers:
-            line.set_xdata([t[frame], t[frame]])
-        self.canvas.draw_idle()
+        self.canvas.set_marker(float(t[frame]))
 
     def marker_x(self) -> float | None:
         """Where the current-frame marker is drawn (x in the curves' time unit)."""
-        return float(self._markers[0].get_xdata()[0]) if self._markers else None
+        return self.canvas.marker_x
 
     def go_to_frame(self, frame: int) -> None:
         """Move the viewer's time slider to ``frame`` of the read-out layer."""
@@ -436,12 +417,10 @@ class FunctionWidget(QWidget):
         world = layer.data_to_world([frame, 0, 0, 0])
         self.viewer.dims.set_point(axis, float(world[0]))
 
-    def _on_click(self, event) -> None:
+    def _on_click(self, x: float) -> None:
         t, _ = self._time_axis()
-        if event.xdata is None or event.inaxes not in (getattr(self, "ax_volume", None),
-                                                        getattr(self, "ax_strain", None)) or not len(t):
-            return
-        self.go_to_frame(int(np.argmin(np.abs(t - event.xdata))))
+        if len(t):
+            self.go_to_frame(int(np.argmin(np.abs(t - x))))
 
     # ------------------------------------------------------------------ export
 

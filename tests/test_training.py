@@ -85,7 +85,7 @@ def test_few_steps_lower_the_loss(tmp_path, source):
     after = _fixed_batch_loss(model, cases, cfg)
     assert after < 0.9 * before, (before, after)
     assert any("epoch 1/1" in ln and "dice_LV" in ln for ln in lines)
-    assert meta["steps"] == 25 and meta["name"] == "cardiac-joint-v1"
+    assert meta["steps"] == 25 and meta["name"] == "cardiac-joint-v2"
     assert (tmp_path / "m.pt").exists()
 
 
@@ -154,11 +154,87 @@ def test_sunnybrook_codes_mark_uncontoured_voxels_unknown():
     assert (case.codes[case.es] == 2).sum() == 0  # no myocardium known at ES
 
 
-def test_cli_has_train_and_evaluate():
-    from napari_cardiac_motion.cli import build_parser
+def _write_acdc_like(folder: Path, spacing=(0.75, 0.75, 10.0)) -> None:
+    """One synthetic ACDC-like patient folder (ED/ES images and labels, X×Y×Z) with a true spacing."""
+    import nibabel as nib
 
-    p = build_parser()
-    a = p.parse_args(["train", "--data", "d", "--out", "o.pt", "--time-budget-min", "5", "--seed", "3"])
-    assert a.time_budget_min == 5 and a.seed == 3
-    b = p.parse_args(["evaluate", "--data", "d", "--baseline", "demons", "--patients", "001"])
-    assert b.baseline == "demons" and b.patients == ["001"]
+    case = synthetic_acdc_like(1, size=96, n_slices=2, seed=3)[0]
+    folder.mkdir(parents=True)
+    aff = np.diag(list(spacing) + [1.0])
+    for t, name in ((0, "ED"), (1, "ES")):
+        img = (case.image[t].astype(np.float32) * 1000).transpose(2, 1, 0)
+        lab = case.codes[t].transpose(2, 1, 0).astype(np.uint8)
+        nib.save(nib.Nifti1Image(img, aff), str(folder / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(folder / f"{name}_gt.nii.gz"))
+
+
+def test_training_data_are_resampled_to_the_model_pixel_size(tmp_path):
+    from napari_cardiac_motion.training.data import load_acdc_case
+
+    _write_acdc_like(tmp_path / "patient500", spacing=(0.75, 0.75, 10.0))
+    native = load_acdc_case(tmp_path / "patient500")
+    at_model = load_acdc_case(tmp_path / "patient500", pixel_mm=1.5)
+    assert native.image.shape[-2:] == (96, 96) and at_model.image.shape[-2:] == (48, 48)
+    assert at_model.spacing == (10.0, 0.75, 0.75)
+    for c in (1, 2, 3):  # areas in mm² are kept (within the rasterisation of a 0.75 → 1.5 mm grid)
+        a0 = (native.codes == c).sum() * 0.75 ** 2
+        a1 = (at_model.codes == c).sum() * 1.5 ** 2
+        assert abs(a1 - a0) / a0 < 0.12, (c, a0, a1)
+    assert abs(at_model.center[0][0] * 2 - native.center[0][0]) < 2.0
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    from napari_cardiac_motion.training.train import epoch_batches
+
+    cases = synthetic_acdc_like(2, size=80, n_slices=2)
+    sunny = synthetic_acdc_like(1, size=80, n_slices=2, seed=5)
+    cfg0 = _tiny_cfg(tmp_path, workers=0, sunnybrook_every=3, sb_batch=2, sb_frames=2)
+    cfg1 = _tiny_cfg(tmp_path, workers=1, sunnybrook_every=3, sb_batch=2, sb_frames=2)
+    b0 = list(epoch_batches(cases, sunny, cfg0, 0, 5, [0, 0]))
+    b1 = list(epoch_batches(cases, sunny, cfg1, 0, 5, [0, 0]))
+    assert [x[2] for x in b0] == [False, False, True, False, False] == [x[2] for x in b1]
+    for (i0, c0, _), (i1, c1, _) in zip(b0, b1):
+        assert torch.equal(i0, i1) and torch.equal(c0, c1)
+    cfg2 = _tiny_cfg(tmp_path, workers=2, sunnybrook_every=3, sb_batch=2, sb_frames=2)
+    b2 = list(epoch_batches(cases, sunny, cfg2, 0, 5, [0, 0]))
+    assert [x[2] for x in b2] == [x[2] for x in b0]  # same schedule with two workers
+
+
+def test_motion_only_training_keeps_the_segmentation_and_init_loads_weights(tmp_path):
+    cases = synthetic_acdc_like(2, size=64, n_slices=1)
+    start = JointMotionSegNet(JointConfig.from_dict(TINY))
+    from napari_cardiac_motion.model.checkpoint import save_checkpoint
+
+    save_checkpoint(start, tmp_path / "start.pt", {"name": "start"})
+    cfg = _tiny_cfg(tmp_path, steps_per_epoch=4, validate=False, init=str(tmp_path / "start.pt"),
+                    train_parts="motion", crop=48)
+    model, _ = train(cfg, cases=(cases, [], []), log=lambda s: None)
+    before, after = start.state_dict(), model.state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "seg_fuse.", "seg_head."))]
+    learnt = [k for k in before if k.startswith(("motion_", "gru.", "flow_out."))]
+    assert frozen and learnt
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # weights and BatchNorm statistics
+    assert any(not torch.equal(before[k], after[k]) for k in learnt)
+
+
+def test_train_command_line_end_to_end(tmp_path):
+    """``napari-cardiac-motion train`` on an ACDC-like folder writes a checkpoint that records the
+    command, the model's pixel size and the steps; ``--resume`` continues it."""
+    from napari_cardiac_motion.cli import main
+
+    data = tmp_path / "data"
+    _write_acdc_like(data / "patient500", spacing=(1.0, 1.25, 10.0))
+    out = tmp_path / "m.pt"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+            "--batch-size", "2", "--crop", "48", "--no-sunnybrook", "--threads", "1", "--seed", "4"]
+    assert main(args) == 0
+    _, meta = load_checkpoint(out)
+    assert meta["steps"] == 2 and meta["seed"] == 4 and "--steps-per-epoch 2" in meta["command"]
+    assert meta["train_config"]["train_parts"] == "all"
+    payload = torch.load(out, weights_only=True)
+    assert payload["config"]["pixel_mm"] == 1.5
+    assert main(args[:2] + [str(data), "--out", str(tmp_path / "m2.pt"), "--epochs", "2", "--steps-per-epoch", "2",
+                            "--batch-size", "2", "--crop", "48", "--no-sunnybrook", "--threads", "1",
+                            "--resume", str(out)]) == 0
+    _, meta2 = load_checkpoint(tmp_path / "m2.pt")
+    assert meta2["steps"] == 4 and len(meta2["history"]) == 2

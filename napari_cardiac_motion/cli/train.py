@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads, init=args.init, workers=args.workers, amp=not args.no_amp,
         channels_last=None if args.channels_last is None else args.channels_last == "on", compile=args.compile,
         train_parts=args.train_parts,
-        command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
     if args.w_joint is not None:
         cfg.w_joint = args.w_joint

@@ -141,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     seg.n_edit_dimensions = 2
     n_t, n_z, h, w = seg.data.shape
     rng = np.random.default_rng(0)
-    spots = [(int(rng.integers(n_t)), int(rng.integers(n_z)), int(rng.integers(20, h - 20)),
-              int(rng.integers(20, w - 20))) for _ in range(args.dabs)]
     paint_ms: list[float] = []
 
     def paint_phase(label: str, during_run: bool) -> None:
+        spots = [(int(rng.integers(n_t)), int(rng.integers(n_z)), int(rng.integers(20, h - 20)),
+                  int(rng.integers(20, w - 20))) for _ in range(args.dabs)]  # fresh spots: every dab edits
         queue = list(spots)
         timer = QTimer()
         timer.setInterval(20)

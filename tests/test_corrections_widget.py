@@ -104,7 +104,8 @@ def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notificati
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
     _paint(seg, 2, 1, 3)
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0), (2, 1)], timeout=5000)
-    assert panel.list.count() == 2 and "painted" in panel.list.item(0).text()
+    qtbot.waitUntil(lambda: panel.list.count() == 2, timeout=5000)  # the list is rebuilt once per stroke
+    assert "painted" in panel.list.item(0).text()
     # undo / redo (napari's own)
     seg.undo()
     qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
@@ -132,6 +133,7 @@ def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notificati
     assert changed
     assert corr.corrected == [(0, 0), (2, 1)]  # the corrected set after Propagate: unchanged
     assert corr.propagated == [(f, 0) for f in changed]
+    panel.refresh()
     texts = [panel.list.item(i).text() for i in range(panel.list.count())]
     assert sum("not yet accepted" in t for t in texts) == len(changed)
     assert not (img.corrections_array()[changed[0], 0] != 255).any()  # not taught

@@ -21,6 +21,7 @@ and re-runs keep corrections, whichever panels are open. It
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any, Callable, Hashable, Iterable
 
@@ -353,15 +354,22 @@ class Session(QObject):
         layer = self._layer(key, "motion")
         viewer = self.viewer
         if layer is not None and layer.ndim == 4:
-            layer.data = vectors
-            layer.features = {"magnitude": magnitudes}
-            layer.scale = scale
-            layer.translate = translate
-            layer.metadata = metadata
-            layer.edge_colormap = style["edge_colormap"]
-            layer.edge_color = "magnitude"
-            layer.edge_contrast_limits = style["edge_contrast_limits"]
-            layer.length = style["length"]
+            # one refresh for the whole update: each setter would otherwise redo the thumbnail and
+            # extent over every arrow (~0.2 s each for 200k arrows)
+            block = layer._block_refresh() if hasattr(layer, "_block_refresh") else contextlib.nullcontext()
+            with block:
+                layer.data = vectors
+                layer.features = {"magnitude": magnitudes}
+                if not np.allclose(layer.scale, scale):
+                    layer.scale = scale
+                if not np.allclose(layer.translate, translate):
+                    layer.translate = translate
+                layer.metadata = metadata
+                layer.edge_color = "magnitude"
+                if tuple(layer.edge_contrast_limits) != tuple(style["edge_contrast_limits"]):
+                    layer.edge_contrast_limits = style["edge_contrast_limits"]
+                if layer.length != style["length"]:
+                    layer.length = style["length"]
             layer.refresh()
             return layer
         if layer is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -83,6 +83,10 @@ class CorrectionsPanel(QWidget):
         self.undo_button.clicked.connect(self.undo)
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(100)
+        self._refresh_timer.timeout.connect(self.refresh)
         self.session.changed.connect(self._on_state_changed)
         self.refresh()
 
@@ -104,11 +108,14 @@ class CorrectionsPanel(QWidget):
         return img.propagated if img is not None else []
 
     def _on_state_changed(self, key, what: str) -> None:
-        if key == self.state.active or what in ("active", "removed"):
+        if what == "edits" and key == self.state.active:
+            self._refresh_timer.start()  # a brush stroke edits many times: rebuild the list once
+        elif key == self.state.active or what in ("active", "removed"):
             self.refresh()
 
     def refresh(self) -> None:
         """Rebuild the list and the buttons from the state."""
+        self._refresh_timer.stop()
         img = self.state.current
         selected = self.selected_pair()
         self.list.clear()
@@ -138,6 +145,8 @@ class CorrectionsPanel(QWidget):
 
     def select_pair(self, t: int, z: int) -> None:
         """Select (t, z) in the list and move the viewer there (as clicking it does)."""
+        if self._refresh_timer.isActive():
+            self.refresh()
         for i in range(self.list.count()):
             item = self.list.item(i)
             if tuple(item.data(Qt.ItemDataRole.UserRole)) == (t, z):

@@ -41,18 +41,18 @@ def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_r
     w, h = max(int(width_px * device_pixel_ratio), 50), max(int(height_px * device_pixel_ratio), 50)
     fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)  # fixed layout: a layout engine costs every render
     canvas = FigureCanvasAgg(fig)
-    n_rows = 3 if motion_legend is not None else 2
     lw, lh = w / device_pixel_ratio, h / device_pixel_ratio  # margins in logical pixels
-    grid = fig.add_gridspec(n_rows, 1, height_ratios=[1, 1, 0.07][:n_rows], left=min(58 / lw, 0.4),
-                            right=1 - 10 / lw, top=1 - 16 / lh, bottom=min(56 / lh, 0.3),
-                            hspace=0.3 if n_rows == 2 else 0.55)
+    bar = 44 if motion_legend is not None else 0  # room for the colour bar and its label at the bottom
+    grid = fig.add_gridspec(2, 1, left=min(58 / lw, 0.4), right=1 - 10 / lw, top=1 - 16 / lh,
+                            bottom=min((56 + bar) / lh, 0.45), hspace=0.3)
     ax_v = fig.add_subplot(grid[0])
     ax_s = fig.add_subplot(grid[1], sharex=ax_v)
     rep.plot_volumes(ax_v, m)
     rep.plot_strain(ax_s, m)
     ax_v.set_xlabel("")
     if motion_legend is not None:
-        _motion_colour_bar(fig.add_subplot(grid[2]), *motion_legend)
+        left, right = min(58 / lw, 0.4), 1 - 10 / lw
+        _motion_colour_bar(fig.add_axes((left, 34 / lh, right - left, 8 / lh)), *motion_legend)
     canvas.draw()
     rgba = np.array(canvas.buffer_rgba(), dtype=np.uint8, copy=True)
     return RenderedCurves(rgba, fig, [ax_v, ax_s], float(device_pixel_ratio))
@@ -79,7 +79,7 @@ class CurvesCanvas(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setMinimumHeight(300)
+        self.setMinimumHeight(340)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.rendered: RenderedCurves | None = None
         self._image: QImage | None = None
@@ -98,7 +98,7 @@ class CurvesCanvas(QWidget):
 
     def render_size(self) -> tuple[int, int, float]:
         """(width, height) in logical pixels and the device pixel ratio to render for."""
-        return max(self.width(), 200), max(self.height(), 300), float(self.devicePixelRatioF())
+        return max(self.width(), 200), max(self.height(), 340), float(self.devicePixelRatioF())
 
     def _marker_segments(self) -> list[tuple[float, float, float]]:
         """(x, y_top, y_bottom) of the marker in each curve axes, in logical widget pixels."""

@@ -117,9 +117,10 @@ def test_running_scheduler(tmp_path, tiny_model):
     out = tmp_path / "out"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         rc = main(["batch", str(inp), "--out", str(out), "--scheduler", cluster.scheduler_address,
-                   "--device", "cpu", "--model", str(tiny_model)])
+                   "--device", "cpu", "--model", str(tiny_model), "--tta"])
         assert cluster.scheduler is not None
     assert rc == 0
     assert is_finished(out / "case0") and is_finished(out / "case1")
     assert list(csv.DictReader((out / "failures.csv").open())) == []
+    assert json.loads((out / "case0" / "result.json").read_text())["tta"] is True  # --tta reached predict
     assert main(["batch", str(tmp_path / "nothing-here"), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"]) == 1

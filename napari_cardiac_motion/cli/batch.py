@@ -51,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="worker processes of the local cluster (default: half the CPU cores, at least 1)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--tta", action="store_true", help="passed to predict: flip test-time augmentation")
     p.set_defaults(func=run)
 
 
@@ -127,7 +128,8 @@ def _one_line(exc: BaseException) -> str:
     return msg if isinstance(exc, CardiacMotionError) else f"{type(exc).__name__}: {msg}"
 
 
-def process_case(case: CaseSpec, out_dir: str, model: str | None, device: str) -> dict[str, Any]:
+def process_case(case: CaseSpec, out_dir: str, model: str | None, device: str,
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``predict`` on one case (on a Dask worker). Returns ``{"case", "ok", "row" | "reason"}``; never raises."""
     import contextlib
     import io
@@ -136,7 +138,8 @@ def process_case(case: CaseSpec, out_dir: str, model: str | None, device: str) -
     from . import build_parser
 
     case_dir = Path(out_dir) / case.name
-    argv = ["predict", case.path, "--out", str(case_dir), "--device", device] + (["--model", model] if model else [])
+    argv = (["predict", case.path, "--out", str(case_dir), "--device", device]
+            + (["--model", model] if model else []) + list(extra))
     try:
         args = build_parser().parse_args(argv)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -210,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
 
         client, cluster = _client(args.scheduler, args.workers)
         try:
-            futures = {client.submit(process_case, c, str(out.resolve()), model, args.device, pure=False): c
+            extra = ("--tta",) if args.tta else ()
+            futures = {client.submit(process_case, c, str(out.resolve()), model, args.device, extra, pure=False): c
                        for c in todo}
             with tqdm(total=len(cases), initial=len(cases) - len(todo), desc="batch", unit="case",
                       file=sys.stderr, dynamic_ncols=True) as bar:

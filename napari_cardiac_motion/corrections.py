@@ -248,10 +248,12 @@ class CorrectionTracker:
         return merged
 
     def merge_into(self, out: np.ndarray, current: np.ndarray | None = None, overwrite: bool = False,
-                   new_prediction: np.ndarray | None = None) -> None:
+                   new_prediction: np.ndarray | None = None, copy: bool = True) -> None:
         """In place: ``out`` already holds the new prediction; write the corrections into it.
 
-        ``new_prediction`` (default ``out``, copied) becomes the tracker's prediction.
+        ``new_prediction`` (default ``out``, always copied) becomes the tracker's prediction; with
+        ``copy=False`` a uint8 ``new_prediction`` is kept without copying (the caller promises never to
+        modify it — e.g. the labels of an ``InferenceResult``).
         """
         cur = None if current is None else self._check(current)
         keep = {} if overwrite else {
@@ -259,7 +261,10 @@ class CorrectionTracker:
             for p in self.corrected
         }
         kinds = {p: self.kinds[p] for p in keep}
-        self.prediction = np.array(out if new_prediction is None else new_prediction, dtype=np.uint8, copy=True)
+        if new_prediction is None or copy or np.asarray(new_prediction).dtype != np.uint8:
+            self.prediction = np.array(out if new_prediction is None else new_prediction, dtype=np.uint8, copy=True)
+        else:
+            self.prediction = np.asarray(new_prediction)
         self.kinds, self.snapshots, self.proposals, self._marked = {}, {}, {}, set()
         for p, values in keep.items():
             out[p] = values

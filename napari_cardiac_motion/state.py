@@ -196,30 +196,39 @@ class ViewerState:
                          scale: Iterable[float] | None = None, translate: Iterable[float] | None = None,
                          model_path: str | Path | None | type(Ellipsis) = ...,
                          model_metadata: dict[str, Any] | None = None, arrow_mode: str | None = None,
-                         discard: bool = False) -> ImageState:
+                         discard: bool = False, shown: np.ndarray | None = None) -> ImageState:
         """Show ``result`` for image ``key``: the one route by which predictions reach the labels.
 
         The new prediction replaces every slice except the corrections (hand and accepted), which keep
-        what the user sees now; proposals are replaced. ``labels`` is updated *in place* when its shape
-        is unchanged (the Labels layer keeps its array). Raises :class:`EditsWouldBeLost` instead of
-        dropping edits unless ``discard``.
+        what the user sees now; proposals are replaced. Without ``shown``, ``labels`` is updated *in
+        place* when its shape is unchanged (the Labels layer keeps its array); ``shown`` — a private uint8
+        copy of the new prediction prepared off the GUI thread — becomes the new ``labels`` instead (no
+        whole-cine copy on the GUI thread). The tracker shares ``result.labels`` (never modified) rather
+        than copying it. Raises :class:`EditsWouldBeLost` instead of dropping edits unless ``discard``.
         """
         img = self.image(key, name, create=True)
         new = np.asarray(result.labels)
         loss = self.loss_if_applied(key, new.shape)
         if loss is not None and not discard:
             raise EditsWouldBeLost(loss)
+        if shown is not None and (shown.shape != new.shape or shown.dtype != np.uint8):
+            raise ValueError("shown must be a uint8 copy of result.labels")
         if img.tracker is None or img.labels is None or img.labels.shape != new.shape:
-            img.tracker = CorrectionTracker(new)
-            img.labels = np.array(new, dtype=np.uint8, copy=True)
+            img.tracker = CorrectionTracker(new, copy=False)
+            img.labels = shown if shown is not None else np.array(new, dtype=np.uint8, copy=True)
         else:
             current = img.labels
             keep = {p: np.array(current[p], copy=True) for p in img.tracker.corrected}
-            current[...] = new  # in place: the Labels layer holds this array
-            img.tracker.merge_into(current, new_prediction=new)
+            if shown is None:
+                current[...] = new  # in place: the Labels layer holds this array
+                target = current
+            else:
+                target = shown
+            img.tracker.merge_into(target, new_prediction=new, copy=False)
             for p, values in keep.items():  # what the user sees now, not the tracker's snapshot
-                current[p] = values
+                target[p] = values
                 img.tracker.snapshots[p] = values
+            img.labels = target
         img.result = result
         if cine is not None:
             img.cine = cine

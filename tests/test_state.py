@@ -135,3 +135,19 @@ def test_jobs_get_private_model_copies(tmp_path):
     assert not torch.equal(pa, pb)
     a.train()
     assert not b.training
+
+
+def test_shown_array_prepared_off_the_gui_thread_replaces_labels():
+    st = ViewerState()
+    first = _result(1)
+    img = st.apply_prediction("a", first, shown=first.labels.copy())
+    assert img.predicted_labels is first.labels  # shared with the result, not copied
+    img.labels[1, 1, 0, 0] = 3
+    st.note_edits("a", [(1, 1)])
+    second = _result(2)
+    fresh = second.labels.copy()
+    st.apply_prediction("a", second, shown=fresh)
+    assert img.labels is fresh and img.predicted_labels is second.labels
+    assert img.labels[1, 1, 0, 0] == 3 and img.labels[1, 1, 5, 5] == 1  # the corrected slice as it was
+    assert (img.labels[0] == 2).all() and img.corrected == [(1, 1)]
+    assert (second.labels == 2).all()  # the result's labels are never written

@@ -127,7 +127,9 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
         raise CancelledError("Cancelled by the user; no results were produced.")
     result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel)
     vectors, mags = _arrows(result, arrow_mode)
-    return PredictionOutput(cine, result, model_path, meta, vectors, mags, history)
+    shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
+    return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)
+                            extra={"shown": shown})
 
 
 # ----------------------------------------------------------------------------- jobs

@@ -10,11 +10,12 @@ job checks. Panels show the busy state by listening to the state (``"busy"`` eve
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..errors import CancelledError, CardiacMotionError
 from ..state import Busy, ViewerState
@@ -49,6 +50,9 @@ class _Job:
     cancel: threading.Event
     pbar: Any = None
     outcome: str | None = None
+    steps: Any = None  # a generator applying the result step by step (GUI thread)
+    on_error: Any = None
+    worker_done: bool = False
 
 
 class JobRunner(QObject):
@@ -81,7 +85,9 @@ class JobRunner(QObject):
               progress_label: str | None = None, **kwargs: Any) -> bool:
         """Run ``fn(*args, progress=..., cancel=..., **kwargs)`` in a worker thread for image ``key``.
 
-        ``on_result(value)`` runs on the GUI thread when it succeeds; ``on_error(outcome, error)`` when it
+        ``on_result(value)`` runs on the GUI thread when it succeeds — when it returns a generator, each of
+        its steps runs in its own event-loop turn, and the image stays busy until the last;
+        ``on_error(outcome, error)`` when it
         fails or is cancelled (default: a napari notification). Returns False (and tells the user) when
         the image is busy.
         """
@@ -175,15 +181,44 @@ class JobRunner(QObject):
         entry.outcome = "done"
         if on_result is not None:
             try:
-                on_result(out)
+                steps = on_result(out)
             except Exception as exc:  # never a traceback in the user's face
-                entry.outcome = "error"
-                if on_error is not None:
-                    on_error("error", exc)
-                else:
-                    show_error(f"Cardiac motion: could not show the results ({user_message(exc)})")
+                self._failed(entry, exc, on_error)
+                return
+            if inspect.isgenerator(steps):  # apply in steps, one per event-loop turn
+                entry.steps = steps
+                entry.on_error = on_error
+                QTimer.singleShot(0, lambda: self._step(entry))
+
+    def _failed(self, entry: _Job, exc: BaseException, on_error) -> None:
+        from napari.utils.notifications import show_error
+
+        entry.outcome = "error"
+        if on_error is not None:
+            on_error("error", exc)
+        else:
+            show_error(f"Cardiac motion: could not show the results ({user_message(exc)})")
+
+    def _step(self, entry: _Job) -> None:
+        try:
+            next(entry.steps)
+        except StopIteration:
+            entry.steps = None
+        except Exception as exc:
+            entry.steps = None
+            self._failed(entry, exc, entry.on_error)
+        else:
+            QTimer.singleShot(0, lambda: self._step(entry))
+            return
+        if entry.worker_done:
+            self._complete(entry)
 
     def _on_finished(self, entry: _Job) -> None:
+        entry.worker_done = True
+        if entry.steps is None:
+            self._complete(entry)
+
+    def _complete(self, entry: _Job) -> None:
         if entry.outcome is None:  # aborted from napari's activity dock
             entry.outcome = "cancelled"
         if entry.pbar is not None:

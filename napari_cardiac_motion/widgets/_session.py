@@ -269,8 +269,19 @@ class Session(QObject):
     # -- landing predictions ----------------------------------------------------------------------
     def land(self, key: Hashable, image_layer, out: PredictionOutput, arrow_mode: str,
              parent: Any = None, snapshot: LayerSnapshot | None = None) -> bool:
-        """Show a prediction for ``key`` (GUI thread). Corrections are kept; returns False when the user
-        declined to discard edits (nothing changed then)."""
+        """Show a prediction for ``key`` now (all of :meth:`land_steps` at once); returns its value."""
+        steps = self.land_steps(key, image_layer, out, arrow_mode, parent, snapshot)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return bool(stop.value)
+
+    def land_steps(self, key: Hashable, image_layer, out: PredictionOutput, arrow_mode: str,
+                   parent: Any = None, snapshot: LayerSnapshot | None = None):
+        """Show a prediction for ``key`` (GUI thread), as a generator of two steps — labels, then arrows —
+        so the runner lets the GUI breathe in between. Corrections are kept; its value (``StopIteration``)
+        is False when the user declined to discard edits (nothing changed then)."""
         self.sync(key)
         r = out.result
         loss = self.state.loss_if_applied(key, r.labels.shape)
@@ -283,13 +294,10 @@ class Session(QObject):
         old_labels = img.labels
         self._writing = True
         try:
-            try:
-                img = self.state.apply_prediction(
-                    key, r, cine=out.cine, name=name, scale=scale, translate=translate,
-                    model_path=out.model_path, model_metadata=out.model_meta, arrow_mode=arrow_mode,
-                    discard=loss is not None)
-            except EditsWouldBeLost:  # pragma: no cover - asked above
-                return False
+            img = self.state.apply_prediction(
+                key, r, cine=out.cine, name=name, scale=scale, translate=translate,
+                model_path=out.model_path, model_metadata=out.model_meta, arrow_mode=arrow_mode,
+                discard=loss is not None, shown=out.extra.pop("shown", None))
             group = self.layers.setdefault(key, {})
             if image_layer is not None:
                 group["image"] = image_layer
@@ -300,10 +308,15 @@ class Session(QObject):
                 "frame_interval_ms": out.cine.frame_interval_ms,
             }
             group["segmentation"] = self._put_segmentation(key, img, meta, replaced=old_labels is not img.labels)
-            group["motion"] = self._put_motion(key, out.vectors, out.magnitudes, dict(meta, arrow_mode=arrow_mode))
         finally:
             self._writing = False
         self._connect(key, group["segmentation"])
+        yield
+        self._writing = True
+        try:
+            group["motion"] = self._put_motion(key, out.vectors, out.magnitudes, dict(meta, arrow_mode=arrow_mode))
+        finally:
+            self._writing = False
         self.state.notify(key, "result")
         return True
 

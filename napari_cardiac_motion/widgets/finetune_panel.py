@@ -181,9 +181,10 @@ class FinetunePanel(QWidget):
         self.loss_plot.set_values([])
         self.last_outcome = None
 
-        def land(out) -> None:
+        def land(out):
             self.state.push_model(key, out.model_path, out.model_meta)
-            if not self.session.land(key, None, out, img.arrow_mode, parent=self):
+            shown = yield from self.session.land_steps(key, None, out, img.arrow_mode, parent=self)
+            if not shown:
                 self.state.pop_model(key)
                 self.last_outcome = "kept"
                 return
@@ -216,9 +217,10 @@ class FinetunePanel(QWidget):
         device = img.result.device if img.result is not None else "cpu"
         self.last_outcome = None
 
-        def land(out) -> None:
+        def land(out):
             restored = self.state.pop_model(key)
-            if not self.session.land(key, None, out, img.arrow_mode, parent=self):
+            shown = yield from self.session.land_steps(key, None, out, img.arrow_mode, parent=self)
+            if not shown:
                 if restored is not None:
                     self.state.push_model(key, *restored)
                 self.last_outcome = "kept"

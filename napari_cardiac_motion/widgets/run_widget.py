@@ -242,8 +242,9 @@ class RunWidget(QWidget):
         model_path = self.model_path()
         arrow_mode = self.arrow_mode()
 
-        def land(out) -> None:
-            if self.session.land(key, layer, out, arrow_mode, parent=self, snapshot=snap):
+        def land(out):
+            shown = yield from self.session.land_steps(key, layer, out, arrow_mode, parent=self, snapshot=snap)
+            if shown:
                 self.last_outcome = "done"
                 r = out.result
                 self._set_status(f"Done in {r.seconds:.1f} s ({r.frames_per_second:.0f} frames/s, {r.device}). "

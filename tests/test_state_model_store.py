@@ -1,0 +1,28 @@
+"""Saved models: listed newest first, deleted only from the user's model folder (no Qt)."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_cardiac_motion.errors import CheckpointError
+from napari_cardiac_motion.model import JointConfig, JointMotionSegNet
+from napari_cardiac_motion.model.checkpoint import default_checkpoint_path
+from napari_cardiac_motion.model_store import delete_model, list_models, save_finetuned
+
+
+def test_list_and_delete(tmp_path):
+    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    folder = tmp_path / "models"
+    a = save_finetuned(net, {"source_image": "a", "date": "2026-01-01T00:00:00"}, folder=folder)
+    b = save_finetuned(net, {"source_image": "b", "date": "2026-01-02T00:00:00"}, folder=folder)
+    assert [p for p, _ in list_models(folder)] == [b, a]
+    delete_model(a, folder=folder)
+    assert not a.exists() and [p for p, _ in list_models(folder)] == [b]
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="not one of your saved models"):
+        delete_model(outside, folder=folder)
+    assert outside.exists()
+    with pytest.raises(CheckpointError):
+        delete_model(default_checkpoint_path(), folder=folder)
+    assert default_checkpoint_path().exists()

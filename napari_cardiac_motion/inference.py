@@ -38,7 +38,7 @@ from .errors import CancelledError, InputError
 from .model.network import JointMotionSegNet
 from .geometry import DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart, to_input, to_model, whole_field_region
 from .postprocess import keep_largest_components
-from .preprocessing import normalize_intensity
+from .preprocessing import apply_window, intensity_window
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -93,8 +93,9 @@ def _autocast_any(device: torch.device, enabled: bool):
 
 
 def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float, float], device: torch.device,
-                 use_amp: bool = False) -> tuple[float, float, float, float] | None:
-    """Find the heart in a normalised cine ``(T, Z, Y, X)``: the segmentation branch on the whole field
+                 use_amp: bool = False, window: tuple[float, float] = (0.0, 1.0)
+                 ) -> tuple[float, float, float, float] | None:
+    """Find the heart in a cine ``(T, Z, Y, X)`` (intensities scaled by ``window``): the segmentation branch on the whole field
     (at the model's pixel size) of up to three mid-ventricular slices at frames 0 and T/2; returns the
     input-pixel box ``(y0, y1, x0, x1)`` of the labelled heart (per slice the LV blood pool most enclosed
     by myocardium, its wall and the RV touching it; union over slices), or None when nothing is found."""
@@ -103,7 +104,7 @@ def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float,
     zs = sorted({min(max(z, 0), n_z - 1) for z in (mid - 1, mid, mid + 1)})
     ts = sorted({0, n_t // 2})
     region = whole_field_region(image.shape[-2:], step, multiple=16)
-    frames = torch.from_numpy(np.ascontiguousarray(image[np.ix_(ts, zs)].reshape(-1, *image.shape[-2:])))
+    frames = torch.from_numpy(apply_window(image[np.ix_(ts, zs)].reshape(-1, *image.shape[-2:]), window))
     with torch.inference_mode(), _autocast_any(device, use_amp):
         x = to_model(frames.to(device).unsqueeze(1), region)
         labels_m = model.segment(x).float().softmax(1)
@@ -123,7 +124,8 @@ def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float,
 
 
 def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
-                device: torch.device, use_amp: bool = False) -> tuple[Region, str]:
+                device: torch.device, use_amp: bool = False, window: tuple[float, float] = (0.0, 1.0)
+                ) -> tuple[Region, str]:
     """The region the full model runs on (see :mod:`.geometry`) and how it was found
     (``"located"``: around the heart found by :func:`locate_heart`; ``"whole field"``)."""
     step = model_step(spacing_yx, getattr(model.config, "pixel_mm", None))
@@ -132,7 +134,7 @@ def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[f
     full = whole_field_region(image.shape[-2:], step, multiple=16)
     if max(full.size) <= region_min:
         return full, "whole field"
-    box = locate_heart(image, model, step, device, use_amp)
+    box = locate_heart(image, model, step, device, use_amp, window)
     if box is None:
         return full, "whole field (heart not found)"
     pixel = float(model.config.pixel_mm) if spacing_yx is not None else float(np.mean(step))
@@ -185,11 +187,12 @@ def predict_cine(
     dev = resolve_device(device)
     model = model.to(dev).eval()
     use_amp = dev.type == "cuda"
-    max_frames = int(batch_size or (2048 if dev.type != "cpu" else 240))
-    image = normalize_intensity(data)  # (T, Z, Y, X) float32 in [0, 1]
+    # frames per chunk: at most 240 (CPU) / 2048 (GPU), and at most ~64 MB of input pixels
+    max_frames = int(batch_size or min(2048 if dev.type != "cpu" else 240, max(1, (16 << 20) // (h * w))))
+    window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
     if region is None:
-        region, how = plan_region(image, model, spacing_yx, dev, use_amp)
+        region, how = plan_region(data, model, spacing_yx, dev, use_amp, window)
     else:
         how = "given"
     y0, y1, x0, x1 = region.input_box()
@@ -202,7 +205,7 @@ def predict_cine(
     def run_chunk(zs: list[int], ed: int, segment: bool, estimate_motion: bool) -> None:
         """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion."""
         order = cycle_order(n_t, ed)
-        frames = torch.from_numpy(np.ascontiguousarray(image[order][:, zs].transpose(1, 0, 2, 3)))  # (B, T, Y, X)
+        frames = torch.from_numpy(apply_window(data[:, zs][order].transpose(1, 0, 2, 3), window))  # (B, T, Y, X)
         b = len(zs)
         x = to_model(frames.reshape(b * n_t, 1, h, w).to(dev), region)  # (B·T, 1, H, W)
         xp, _ = model._pad16(x)

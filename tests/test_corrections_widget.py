@@ -248,3 +248,19 @@ def test_cancel_keeps_model_and_save_load(make_napari_viewer, qtbot, model_path,
     answers.append(True)
     assert not panel.load_corrections(tmp_path / "missing.nii.gz")
     assert notifications["error"]
+
+
+def test_undo_detected_without_napari_private_history(make_napari_viewer, qtbot, model_path, tiny_cine,
+                                                       notifications, monkeypatch):
+    """If napari drops its private undo stacks, undo/redo are still noticed (slices painted since the run)."""
+    real = _session._private
+    monkeypatch.setattr(_session, "_private", lambda obj, name, default=None: default
+                        if name in ("_undo_history", "_redo_history") else real(obj, name, default))
+    viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
+    seg = viewer.layers["segmentation"]
+    _paint(seg, 3, 1, 2)
+    qtbot.waitUntil(lambda: corr.corrected == [(3, 1)], timeout=5000)
+    seg.undo()
+    qtbot.waitUntil(lambda: corr.corrected == [], timeout=5000)
+    seg.redo()
+    qtbot.waitUntil(lambda: corr.corrected == [(3, 1)], timeout=5000)

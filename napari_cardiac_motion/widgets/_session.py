@@ -22,6 +22,7 @@ and re-runs keep corrections, whichever panels are open. It
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from typing import Any, Callable, Hashable, Iterable
 
@@ -45,6 +46,17 @@ def ask(parent: Any, title: str, text: str) -> bool:
                                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                QMessageBox.StandardButton.No)
     return box == QMessageBox.StandardButton.Yes
+
+
+def _private(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj.<name>`` for one of napari's private attributes, or ``default`` once napari drops it.
+
+    Used for the Labels undo/redo stacks (to know which slices an undo touched), resetting them after a
+    new prediction, and batching a Vectors update into one refresh; each use has a fallback.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return getattr(obj, name, default)
 
 
 def pairs_in_history_item(item: Iterable[Any]) -> set[Pair]:
@@ -109,6 +121,7 @@ class Session(QObject):
         self._history_seen: dict[Hashable, tuple] = {}
         self._writing = False
         self._pending: dict[Hashable, set[Pair]] = {}
+        self._painted: dict[Hashable, set[Pair]] = {}  # slices painted since the last result, per image
         self.state.subscribe(self._on_state)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
@@ -201,6 +214,7 @@ class Session(QObject):
         layer = self.segmentation_layer(key)
         self._history_seen[key] = self._history_signature(layer)
         pairs = pairs_in_history_item(getattr(event, "value", None))
+        self._painted.setdefault(key, set()).update(pairs)
         if pairs:  # napari emits `paint` before it writes the voxels: check once it has returned
             pending = self._pending.setdefault(key, set())
             if not pending:
@@ -219,7 +233,9 @@ class Session(QObject):
     def _history_signature(layer) -> tuple:
         if layer is None:
             return ()
-        undo, redo = getattr(layer, "_undo_history", ()), getattr(layer, "_redo_history", ())
+        undo, redo = _private(layer, "_undo_history"), _private(layer, "_redo_history")
+        if undo is None or redo is None:
+            return ()
         return (len(undo), len(redo), id(undo[-1]) if undo else 0, id(redo[-1]) if redo else 0)
 
     def _on_set_data(self, key: Hashable) -> None:
@@ -236,17 +252,16 @@ class Session(QObject):
         if layer is None:
             return
         sig = self._history_signature(layer)
-        if sig == self._history_seen.get(key):
+        if sig and sig == self._history_seen.get(key):
             return
         self._history_seen[key] = sig
-        undo, redo = getattr(layer, "_undo_history", None), getattr(layer, "_redo_history", None)
-        if undo is None or redo is None:  # napari changed its internals: compare everything
-            self.state.note_edits(key)
-            return
-        pairs: set[Pair] = set()
-        for stack in (undo, redo):
-            if stack:
-                pairs |= pairs_in_history_item(stack[-1])
+        undo, redo = _private(layer, "_undo_history"), _private(layer, "_redo_history")
+        pairs: set[Pair] = set(self._painted.get(key, ()))  # napari without public history: every
+        if undo is not None and redo is not None:            # slice painted since the last result
+            pairs = set()
+            for stack in (undo, redo):
+                if stack:
+                    pairs |= pairs_in_history_item(stack[-1])
         img = self.state.image(key)
         if img is not None and img.tracker is not None:
             pairs |= set(img.tracker.kinds)
@@ -310,6 +325,7 @@ class Session(QObject):
             group["segmentation"] = self._put_segmentation(key, img, meta, replaced=old_labels is not img.labels)
         finally:
             self._writing = False
+        self._painted[key] = set()
         self._connect(key, group["segmentation"])
         yield
         self._writing = True
@@ -337,8 +353,9 @@ class Session(QObject):
             layer.scale = kwargs["scale"]
             layer.translate = kwargs["translate"]
             layer.metadata = kwargs["metadata"]
-            if hasattr(layer, "_reset_history"):  # napari's undo must not replay pre-run values
-                layer._reset_history()
+            reset = _private(layer, "_reset_history")
+            if reset is not None:  # napari's undo must not replay pre-run values
+                reset()
             layer.refresh()
             return layer
         if layer is not None and layer in viewer.layers:
@@ -369,7 +386,8 @@ class Session(QObject):
         if layer is not None and layer.ndim == 4:
             # one refresh for the whole update: each setter would otherwise redo the thumbnail and
             # extent over every arrow (~0.2 s each for 200k arrows)
-            block = layer._block_refresh() if hasattr(layer, "_block_refresh") else contextlib.nullcontext()
+            block_refresh = _private(layer, "_block_refresh")
+            block = block_refresh() if block_refresh is not None else contextlib.nullcontext()
             with block:
                 layer.data = vectors
                 layer.features = {"magnitude": magnitudes}
@@ -407,6 +425,7 @@ class Session(QObject):
         """Write ``{(t, z): labels (Y, X)}`` into the image's labels as ONE napari undo step."""
         img = self.state.image(key)
         layer = self.segmentation_layer(key)
+        self._painted.setdefault(key, set()).update(updates)
         self._writing = True
         try:
             if layer is None or layer.data is not img.labels:

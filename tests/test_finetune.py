@@ -1,6 +1,9 @@
-"""Fine-tuning from corrections: loss goes down, uncorrected frames change, cancel, model store, CLI."""
+"""Fine-tuning from corrections: it improves frames nobody corrected, the held-out check rejects a harmful
+setting, cancel keeps the model, model store, CLI."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,13 +11,13 @@ import torch
 
 from napari_cardiac_motion.conventions import UNLABELLED
 from napari_cardiac_motion.errors import CancelledError, InputError
-from napari_cardiac_motion.finetune import FinetuneSettings, finetune
+from napari_cardiac_motion.evaluation.metrics import dice
+from napari_cardiac_motion.training.finetune import FinetuneSettings, blend_models, finetune, split_holdout
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint
-from napari_cardiac_motion.model.losses import segmentation_loss
 from napari_cardiac_motion.preprocessing import normalize_intensity
 
 TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, input_size=(48, 48), max_flow=4.0)
-FAST = FinetuneSettings(crop=48, seq_len=3, batch=2)
+FAST = FinetuneSettings(seq_len=3, batch=2, jitter=4)
 
 
 @pytest.fixture
@@ -36,9 +39,13 @@ def _truth(cine):
     return lab
 
 
-def _corrections(cine):
+def _corrections(cine, frames=(0,), slices=None):
+    """The true labels of ``frames`` × ``slices`` as corrections (255 elsewhere)."""
+    truth = _truth(cine)
     corr = np.full(cine.shape, UNLABELLED, np.uint8)
-    corr[0, 0] = _truth(cine)[0, 0]
+    for t in frames:
+        for z in range(cine.shape[1]) if slices is None else slices:
+            corr[t, z] = truth[t, z]
     return corr
 
 
@@ -46,39 +53,118 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_finetune_lowers_loss_and_changes_uncorrected_frames(tiny_cine, tiny_model):
-    before = _state(tiny_model)
-    corr = _corrections(tiny_cine)
-    image = torch.from_numpy(normalize_intensity(tiny_cine.data))
-    target = torch.from_numpy(corr[0, 0].astype(np.int64))[None]
+def _dice_lv_myo(model, cine, frames, slices):
+    """Mean LV/Myo Dice of ``model`` vs the construction's truth on ``frames`` × ``slices``."""
+    image = torch.from_numpy(normalize_intensity(cine.data))
+    truth = _truth(cine)
+    x = torch.stack([image[t, z] for t in frames for z in slices]).unsqueeze(1)
+    with torch.no_grad():
+        pred = model.eval().segment(x).argmax(1).numpy()
+    gt = np.stack([truth[t, z] for t in frames for z in slices])
+    return float(np.mean([dice(pred, gt, c) for c in (1, 2)]))
 
-    def seg_loss(m):
-        with torch.no_grad():
-            return float(segmentation_loss(m.segment(image[0, 0][None, None]), target))
 
-    def pred_uncorrected(m):
-        with torch.no_grad():
-            return m.segment(image[2, 1][None, None]).argmax(1).numpy()
+def _synthetic_cine():
+    """The ``tiny_cine`` of conftest (T=4, Z=2, 40×48, 1.5 mm), built here for a module-scoped fixture."""
+    from napari_cardiac_motion.cine import Cine
 
+    t_n, z_n, y_n, x_n = 4, 2, 40, 48
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:y_n, :x_n].astype(np.float32)
+    data = np.empty((t_n, z_n, y_n, x_n), np.float32)
+    for t in range(t_n):
+        for z in range(z_n):
+            r = np.hypot(yy - 20.0, xx - (20.0 + t))
+            radius = 8.0 - z
+            img = np.where(r < radius, 1.0, np.where(r < radius + 3.0, 0.4, 0.1)).astype(np.float32)
+            data[t, z] = img + 0.02 * rng.standard_normal((y_n, x_n), dtype=np.float32)
+    return Cine(data=data, spacing=(8.0, 1.5, 1.5), frame_interval_ms=40.0, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def improved():
+    """Frame 0 of both slices corrected (slice 1 is held out by the check), a random tiny model:
+    ``(cine, start model, start weights, returned model, history, progress calls)``."""
+    cine = _synthetic_cine()
+    torch.manual_seed(0)
+    start = JointMotionSegNet(TINY).eval()
+    weights = _state(start)
     seen = []
-    new, hist = finetune(tiny_model, tiny_cine, corr, steps=25, lr=1e-2, ed_frame=0, settings=FAST,
-                         progress=lambda s, n, d: seen.append((s, n, d["total"])))
-    assert [s for s, _, _ in seen] == list(range(1, 26)) and seen[0][1] == 25
-    assert len(hist["losses"]) == 25 and hist["corrected"] == [[0, 0]] and hist["ed_frame"] == 0
-    assert seg_loss(new) < seg_loss(tiny_model)
-    assert not np.array_equal(pred_uncorrected(new), pred_uncorrected(tiny_model))
+    new, hist = finetune(start, cine, _corrections(cine), steps=80, lr=1e-2, ed_frame=0, guard=None,
+                         settings=replace(FAST, blends=(1.0, 0.5)), progress=lambda s, n, d: seen.append((s, n, d["total"])))
+    return cine, start, weights, new, hist, seen
+
+
+def test_finetune_improves_frames_nobody_corrected(improved):
+    """The model returned must segment the frames nobody corrected (1–3, both slices) better than the
+    starting model, and the check must have accepted it for a better held-out slice."""
+    cine, start, weights, new, hist, seen = improved
+    assert [s for s, _, _ in seen] == list(range(1, 81)) and seen[0][1] == 80
+    assert hist["corrected"] == [[0, 0], [0, 1]] and hist["ed_frame"] == 0
+    check = hist["check"]
+    assert check["held_out"]["pairs"] == [[0, 1]]  # slice 1 was held out, not trained on
+    assert check["kept"] > 0 and not hist["kept_original"]
+    before = _dice_lv_myo(start, cine, [1, 2, 3], [0, 1])
+    after = _dice_lv_myo(new, cine, [1, 2, 3], [0, 1])
+    assert after > before + 0.3, (before, after)
+    # the held-out slice's Dice against its correction rose (no structure lost more than the tolerance)
+    held = check["held_out"]
+    kept_scores = held["candidates"][f"{check['kept']:g}"]
+    assert all(kept_scores[k] >= held["original"][k] - check["tolerance"] for k in kept_scores)
+    assert np.mean(list(kept_scores.values())) > np.mean(list(held["original"].values()))
     # the caller's model is untouched
-    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
-    assert new is not tiny_model
+    assert all(torch.equal(weights[k], v) for k, v in start.state_dict().items())
+    assert new is not start
 
 
-@pytest.mark.parametrize("guard", [None, "l2sp"])
-def test_guards_run(tiny_cine, tiny_model, guard):
-    _, hist = finetune(tiny_model, tiny_cine, _corrections(tiny_cine), steps=2, lr=1e-3, ed_frame=0,
-                       settings=FAST, guard=guard)
-    assert hist["guard"] == guard
-    if guard == "l2sp":
-        assert "l2sp" in hist["losses"][-1]
+def test_check_rejects_a_harmful_setting(improved):
+    """A learning rate far too large ruins a good model; the held-out check must return the starting model."""
+    cine, _, _, good_model, _, _ = improved
+    harmful = FinetuneSettings(seq_len=3, batch=2, jitter=4, steps=6, lr=0.3, guard=None)
+    corr = _corrections(cine)
+    good = _dice_lv_myo(good_model, cine, [0, 1, 2, 3], [0, 1])
+    ruined, _ = finetune(good_model, cine, corr, ed_frame=0, settings=replace(harmful, check=False))
+    assert _dice_lv_myo(ruined, cine, [0, 1, 2, 3], [0, 1]) < good - 0.1  # the setting does harm
+    kept, hist = finetune(good_model, cine, corr, ed_frame=0, settings=harmful)
+    assert hist["check"]["kept"] == 0.0 and hist["kept_original"]
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), good_model.state_dict().values()))
+    assert kept is not good_model
+
+
+def test_split_holdout_holds_out_whole_slices():
+    mask = np.zeros((5, 7), bool)
+    mask[0, :] = True
+    mask[3, 2] = True
+    train, held = split_holdout(mask, 3)
+    assert sorted({z for _, z in held}) == [1, 4]  # every third corrected slice from the second
+    assert held == [(0, 1), (0, 4)] and not train[0, 1] and not train[0, 4] and train[3, 2] and train[0, 0]
+    one = np.zeros((6, 2), bool)
+    one[:, 1] = True  # one slice, six frames: every third frame from the second
+    _, held = split_holdout(one, 3)
+    assert held == [(1, 1), (4, 1)]
+    single = np.zeros((3, 2), bool)
+    single[1, 0] = True
+    train, held = split_holdout(single, 3)
+    assert held == [] and train[1, 0]
+
+
+def test_blend_models_interpolates_weights(tiny_model):
+    torch.manual_seed(1)
+    other = JointMotionSegNet(TINY).eval()
+    half = blend_models(tiny_model, other, 0.5)
+    for k, v in half.state_dict().items():
+        a, b = tiny_model.state_dict()[k], other.state_dict()[k]
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.5 * (a + b), atol=1e-6)
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in blend_models(tiny_model, other, 1.0).state_dict().items())
+
+
+@pytest.mark.parametrize("guard", ["teacher", "l2sp"])
+def test_regularisers_contribute_a_loss_term(tiny_cine, tiny_model, guard):
+    _, hist = finetune(tiny_model, tiny_cine, _corrections(tiny_cine, slices=[0]), steps=2, lr=1e-3,
+                       ed_frame=0, settings=FAST, guard=guard)
+    assert all(guard in rec and rec[guard] >= 0 for rec in hist["losses"])
+    assert hist["check"]["propagated"]["pairs"]  # one corrected pair: checked on its propagated labels
 
 
 def test_cancel_keeps_previous_model(tiny_cine, tiny_model):
@@ -170,7 +256,7 @@ def test_cli_finetune_writes_checkpoint(cli_files, tiny_cine, capsys):
     from napari_cardiac_motion.io import write_nifti_labels
 
     tmp, img, ckpt = cli_files
-    write_nifti_labels(tmp / "corr.nii.gz", _corrections(tiny_cine))
+    write_nifti_labels(tmp / "corr.nii.gz", _corrections(tiny_cine, slices=[0]))
     rc = main(["finetune", str(img), "--labels", str(tmp / "corr.nii.gz"), "--out", str(tmp / "ft.pt"),
                "--model", str(ckpt), "--steps", "2", "--device", "cpu"])  # ED estimated by the model
     assert rc == 0

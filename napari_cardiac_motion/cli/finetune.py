@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..devices import DEVICE_CHOICES
 from ..errors import InputError
-from ..finetune import FinetuneSettings, finetune, labelled_mask
+from ..training.finetune import FinetuneSettings, finetune, labelled_mask
 from ..io import read_cine, read_nifti_labels
 from ..model import load_checkpoint
 from ..model_store import save_model_to
@@ -32,7 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimisation steps (default {d.steps})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
     p.add_argument("--guard", default=str(d.guard), choices=("teacher", "l2sp", "none"),
-                   help=f"guard against forgetting (default {d.guard})")
+                   help=f"regulariser against forgetting (default {d.guard})")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the held-out check (by default every third corrected slice is held out and the "
+                        "fine-tuned model is kept only if it is not worse there than the starting model)")
     p.add_argument("--ed-frame", type=int, default=None,
                    help="end-diastolic frame (default: largest predicted LV blood pool)")
     p.add_argument("--model", default=None, help="starting checkpoint (default: the shipped model)")
@@ -66,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
     with TqdmProgress("finetune", unit="step") as bar:
         def progress(step, total, losses):
             bar(step, total, f"loss {losses['total']:.3f}")
+        settings = FinetuneSettings(check=not args.no_check)
         new_model, hist = finetune(model, cine, corr, steps=args.steps, lr=args.lr, device=args.device,
-                                   progress=progress, guard=guard, ed_frame=args.ed_frame)
+                                   progress=progress, guard=guard, ed_frame=args.ed_frame, settings=settings)
+    check = hist["check"]
     metadata = {
         "parent": meta.get("path") or meta.get("name"),
         "parent_name": meta.get("name"),
@@ -79,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
         "guard": hist["guard"],
         "losses": hist["losses"],
         "seconds": round(hist["seconds"], 2),
+        "check": check,
+        "kept_original": hist["kept_original"],
     }
     path = save_model_to(new_model, out, metadata)
     first, last = hist["losses"][0]["total"], hist["losses"][-1]["total"]
     print(json.dumps({"out": str(path), "steps": hist["steps"], "corrected_slices": len(hist["corrected"]),
                       "ed_frame": hist["ed_frame"], "loss_first": round(first, 4), "loss_last": round(last, 4),
-                      "seconds": round(hist["seconds"], 2)}))
+                      "seconds": round(hist["seconds"], 2),
+                      "kept": None if check is None else check["kept"],
+                      "note": ("the starting model was kept: fine-tuning did not improve the held-out check"
+                               if hist["kept_original"] else "")}))
     return 0

@@ -57,20 +57,16 @@ def demons_slice(fixed: np.ndarray, moving: np.ndarray, iterations: tuple[int, .
 
 
 def warp_labels(labels: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """``out(p) = labels(p + flow(p))`` by nearest neighbour, per slice.
+    """``out(p) = labels(p + flow(p))`` by nearest neighbour, per slice (the package's one warp,
+    :func:`~napari_cardiac_motion.model.transformer.warp_array`; border voxels repeat outside).
 
     Args:
         labels: ``(Z, Y, X)`` uint8; flow: ``(Z, Y, X, 2)`` (dy, dx) pixels.
     """
-    from scipy import ndimage
+    from ..model.transformer import warp_array
 
-    z_n, h, w = labels.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    out = np.empty_like(labels)
-    for z in range(z_n):
-        coords = np.stack([yy + flow[z, ..., 0], xx + flow[z, ..., 1]])
-        out[z] = ndimage.map_coordinates(labels[z], coords, order=0, mode="nearest")
-    return out
+    out = warp_array(np.asarray(labels)[:, None], flow, mode="nearest")[:, 0]
+    return np.rint(out).astype(labels.dtype)
 
 
 def demons_propagate(ed_image: np.ndarray, es_image: np.ndarray, ed_labels: np.ndarray

@@ -76,3 +76,31 @@ def one_hot_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = I
     valid = (labels != ignore_index).unsqueeze(1)
     oh = F.one_hot(labels.clamp(0, num_classes - 1).long(), num_classes).permute(0, 3, 1, 2).float()
     return oh * valid
+
+
+# -- fine-tuning terms (see training/finetune.py) ---------------------------------------------------
+
+def consistency_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean-teacher consistency: ``KL(p_teacher || p_student)`` of the class probabilities
+    ``(B, C, H, W)``, summed over classes, mean over voxels (Wu et al. 2022; DESIGN.md §3)."""
+    t = teacher_logits.detach()
+    p_t = torch.softmax(t, 1)
+    return (p_t * (torch.log_softmax(t, 1) - torch.log_softmax(student_logits, 1))).sum(1).mean()
+
+
+def l2sp_penalty(params, start_params) -> torch.Tensor:
+    """L2-SP: ``Σ ||θ − θ₀||²`` over matching parameter tensors (keeps fine-tuning near the start)."""
+    return sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start_params))
+
+
+@torch.no_grad()
+def propagated_pseudo_labels(labels: torch.Tensor, flow: torch.Tensor, num_classes: int,
+                             ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Labels ``(B, H, W)`` of the source frame carried by ``flow`` ``(B, 2, H, W)`` (nearest neighbour,
+    no gradient): ``out(p) = labels(p + flow(p))``; voxels whose source is ``ignore_index`` stay ignored."""
+    valid = (labels != ignore_index).float().unsqueeze(1)
+    src = torch.cat([one_hot_labels(labels, num_classes, ignore_index), valid], 1)
+    warped = warp(src, flow.detach(), mode="nearest")
+    out = warped[:, :num_classes].argmax(1)
+    out[warped[:, num_classes] < 0.5] = ignore_index
+    return out

@@ -40,3 +40,27 @@ def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tor
     nx = 2.0 * coords[:, 1] / max(w - 1, 1) - 1.0
     grid = torch.stack((nx, ny), dim=-1)  # grid_sample wants (x, y) last
     return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode="border", align_corners=True)
+
+
+def warp_array(image, flow, mode: str = "bilinear"):
+    """NumPy front-end of :func:`warp` (the one warp of the package): ``out(p) = image(p + flow(p))``.
+
+    Args:
+        image: ``(B, C, H, W)`` array, or ``(1, C, H, W)`` to warp one field by B displacements.
+        flow: ``(B, H, W, 2)`` displacement ``(dy, dx)`` in pixels, channels last (as stored in
+            :attr:`InferenceResult.motion`).
+        mode: ``"bilinear"`` or ``"nearest"`` (label maps; border voxels repeat outside the image).
+    Returns:
+        ``(B, C, H, W)`` float32 array.
+    """
+    import numpy as np
+
+    disp = np.asarray(flow, dtype=np.float32)
+    img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if img.ndim != 4 or disp.ndim != 4 or disp.shape[-1] != 2:
+        raise ValueError(f"warp_array needs image (B, C, H, W) and flow (B, H, W, 2); got {img.shape}, {disp.shape}")
+    if img.shape[0] == 1 and disp.shape[0] > 1:
+        img = img.expand(disp.shape[0], -1, -1, -1).contiguous()
+    f = torch.from_numpy(np.ascontiguousarray(disp)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        return warp(img, f, mode=mode).numpy()

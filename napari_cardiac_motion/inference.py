@@ -142,6 +142,11 @@ def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[f
     return region, ("whole field" if region.covers_whole_slice() and region.size == full.size else "located")
 
 
+def _lv_voxels(labels: np.ndarray) -> np.ndarray:
+    """LV blood-pool voxel count per frame of ``(T, Z, Y, X)`` labels (frame by frame: no full-size temporary)."""
+    return np.array([int(np.count_nonzero(f == LV_BLOOD_POOL)) for f in labels], dtype=np.int64)
+
+
 def _chunks(n_z: int, n_t: int, max_frames: int) -> list[list[int]]:
     per = max(1, max_frames // max(n_t, 1))
     return [list(range(a, min(a + per, n_z))) for a in range(0, n_z, per)]
@@ -159,6 +164,7 @@ def predict_cine(
     tta: bool = False,
     largest_component: bool = True,
     region: Region | None = None,
+    max_sub_frames: int | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -175,6 +181,7 @@ def predict_cine(
         tta: also segment the left-right flipped frames and average (about 1.5× the time).
         largest_component: keep only the largest 3D component per structure and frame.
         region: force the processed region (default: found by :func:`plan_region`).
+        max_sub_frames: frames per encoder call (default 16 on a CPU, 512 on a GPU; bounds memory).
     """
     t0 = time.perf_counter()
     if isinstance(cine, Cine):
@@ -202,26 +209,42 @@ def predict_cine(
     chunks = _chunks(n_z, n_t, max_frames)
     hh, ww = region.size
 
+    sub = max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16)))
+
     def run_chunk(zs: list[int], ed: int, segment: bool, estimate_motion: bool) -> None:
-        """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion."""
+        """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion. The encoder
+        and segmentation run ``sub`` frames at a time (bounded memory); the motion recurrence runs over
+        time with the slices as its batch."""
         order = cycle_order(n_t, ed)
-        frames = torch.from_numpy(apply_window(data[:, zs][order].transpose(1, 0, 2, 3), window))  # (B, T, Y, X)
+        frames = torch.from_numpy(apply_window(data[:, zs][order], window))  # (T, B, Y, X), cycle order
         b = len(zs)
-        x = to_model(frames.reshape(b * n_t, 1, h, w).to(dev), region)  # (B·T, 1, H, W)
+        x = to_model(frames.to(dev).permute(1, 0, 2, 3).reshape(b * n_t, 1, h, w), region)  # (B·T, 1, H, W)
         xp, _ = model._pad16(x)
-        feats = model.encode(xp)
+        probs_all, mfeats = [], []
+        for k in range(b):
+            feats_ed, mf = None, []
+            for a in range(0, n_t, sub):
+                xs = xp[k * n_t + a: k * n_t + min(a + sub, n_t)]
+                feats = model.encode(xs)
+                if segment:
+                    probs = model.segment_features(feats)[..., :hh, :ww].float().softmax(1)
+                    if tta:  # left-right flip, flipped back onto the same padded grid
+                        logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xs, dims=[-1]))),
+                                              dims=[-1])
+                        probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
+                    probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
+                if estimate_motion and n_t > 1:
+                    if feats_ed is None:
+                        feats_ed = [f[:1] for f in feats]
+                    mf.append(model.motion_features(feats_ed, feats))
+            if mf:
+                mfeats.append(torch.cat(mf, 0))
         if segment:
-            probs = model.segment_features(feats)[..., :hh, :ww].float().softmax(1)
-            if tta:  # left-right flip, flipped back onto the same padded grid
-                logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xp, dims=[-1]))), dims=[-1])
-                probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
-            lab = to_input(probs, region).argmax(1).to(torch.uint8)
-            lab = lab.view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
+            lab = torch.cat(probs_all, 0).view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
             for k, z in enumerate(zs):
                 labels[order, z, y0:y1, x0:x1] = lab[k]
-        if estimate_motion and n_t > 1:
-            feats_src = [f.unflatten(0, (b, n_t))[:, 0] for f in feats]
-            flows = model.flows_from_features(feats_src, feats, (hh, ww)).float()  # (B, T, 2, H, W)
+        if mfeats:
+            flows = model.recurrent_flows(torch.stack(mfeats, 0), (hh, ww)).float()  # (B, T, 2, H, W)
             u = flow_to_input(flows.flatten(0, 1), region).view(b, n_t, 2, y1 - y0, x1 - x0)
             u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
             for k, z in enumerate(zs):
@@ -241,16 +264,16 @@ def predict_cine(
                 run_chunk(zs, 0, segment=True, estimate_motion=False)
                 report(k + 1, 2 * len(chunks), f"segmenting slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
             if largest_component:
-                labels = keep_largest_components(labels)
-            ed = int(np.argmax((labels == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)))
+                keep_largest_components(labels, inplace=True)
+            ed = int(np.argmax(_lv_voxels(labels)))
             for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
                 run_chunk(zs, ed, segment=False, estimate_motion=True)
                 report(len(chunks) + k + 1, 2 * len(chunks),
                        f"estimating motion, slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
     if largest_component and ed_frame is not None:
-        labels = keep_largest_components(labels)
-    lv = (labels == LV_BLOOD_POOL).reshape(n_t, -1).sum(1)
+        keep_largest_components(labels, inplace=True)
+    lv = _lv_voxels(labels)
     es = int(np.argmin(lv)) if n_t > 1 else ed
     meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
             "largest_component": bool(largest_component)}

@@ -37,17 +37,17 @@ def _contact(comp: np.ndarray, n: int, other: np.ndarray) -> np.ndarray:
     return np.bincount(ring[other].ravel(), minlength=n + 1)
 
 
-def keep_largest_components(labels: np.ndarray) -> np.ndarray:
-    """Return a copy of ``labels`` (``(Z, Y, X)`` or ``(T, Z, Y, X)`` uint8) with one connected component
-    per structure and frame (see module docstring)."""
+def keep_largest_components(labels: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Return ``labels`` (``(Z, Y, X)`` or ``(T, Z, Y, X)`` uint8) with one connected component per
+    structure and frame (see module docstring): a copy, or ``labels`` itself changed with ``inplace``."""
     from scipy import ndimage
 
     lab = np.asarray(labels)
     if lab.ndim == 3:
-        return keep_largest_components(lab[None])[0]
+        return keep_largest_components(lab[None], inplace)[0]
     if lab.ndim != 4:
         raise ValueError(f"labels must be (Z, Y, X) or (T, Z, Y, X), got shape {lab.shape}")
-    out = lab.copy()
+    out = lab if inplace else lab.copy()
     for t in range(lab.shape[0]):
         frame = out[t]
         myo = frame == LV_MYOCARDIUM

@@ -174,12 +174,10 @@ def test_motion_is_returned_in_input_voxels(monkeypatch):
     processed region and 0 outside it (anisotropic pixels: 0.75 × 1.2 mm, model 1.5 mm)."""
     model = JointMotionSegNet(TINY).eval()
 
-    def const_flows(feats_src, feats_tgt, size):
-        b = feats_src[0].shape[0]
-        t = feats_tgt[0].shape[0] // b
-        return torch.ones(b, t, 2, *size)
+    def const_flows(motion_feats, size):
+        return torch.ones(*motion_feats.shape[:2], 2, *size)
 
-    monkeypatch.setattr(model, "flows_from_features", const_flows)
+    monkeypatch.setattr(model, "recurrent_flows", const_flows)
     cine = _cine(t=3, z=1, y=40, x=30)
     res = predict_cine(cine, model, device="cpu", ed_frame=0, spacing=(8.0, 0.75, 1.2))
     reg = res.metadata["region"]

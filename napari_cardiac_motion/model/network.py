@@ -247,10 +247,21 @@ class JointMotionSegNet(nn.Module):
         t = feats_tgt[0].shape[0] // b
         feats_src_rep = [f.repeat_interleave(t, dim=0) for f in feats_src]  # ED features for every frame
         mfeat = self.motion_features(feats_src_rep, feats_tgt).unflatten(0, (b, t))
+        return self.recurrent_flows(mfeat, size)
+
+    def recurrent_flows(self, motion_feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The recurrence of the motion branch over time.
+
+        Args:
+            motion_feats: ``(B, T, head, H/s, W/s)`` from :meth:`motion_features`, temporal order.
+            size: ``(H, W)`` to crop the flows to.
+        Returns:
+            flows ``(B, T, 2, H, W)`` in pixels ``(dy, dx)``.
+        """
         hidden = None
         flows = []
-        for k in range(t):
-            flow, hidden = self.flow_step(mfeat[:, k], hidden)
+        for k in range(motion_feats.shape[1]):
+            flow, hidden = self.flow_step(motion_feats[:, k], hidden)
             flows.append(flow[..., : size[0], : size[1]])
         return torch.stack(flows, 1)
 

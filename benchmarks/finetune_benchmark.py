@@ -112,6 +112,7 @@ def run_case(case: dict, model, settings: FinetuneSettings) -> dict:
     check = hist["check"] or {}
     return {"case": case["name"], "shape_TZYX": list(cine.shape), "before": before, "after": after,
             "kept": check.get("kept", 1.0), "check": check, "seconds": seconds, "cpu_seconds": cpu,
+            "seconds_parts": hist.get("seconds_parts"),
             "loss_first": hist["losses"][0]["total"], "loss_last": hist["losses"][-1]["total"]}
 
 

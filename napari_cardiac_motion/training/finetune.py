@@ -318,7 +318,8 @@ def select_model(start: JointMotionSegNet, tuned: JointMotionSegNet, image: np.n
 
     A candidate qualifies when (1) its mean Dice over the structures of the primary set is higher than
     the starting model's and no structure of it loses more than ``tolerance``, and (2) no structure of
-    any other set (labels carried by the motion to frames nobody corrected) is lower at all. The qualifying candidate with the highest mean over all sets is
+    any other set (labels carried by the motion to frames nobody corrected) is lower at all. The
+    qualifying candidate with the highest mean over all sets is
     returned (else a copy of the start), with a report
     ``{name: {"pairs", "original", "candidates": {"α": scores}}, "kept": α, "tolerance"}``."""
     checks = [c for c in checks if len(c[1])]

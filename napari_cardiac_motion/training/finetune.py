@@ -11,7 +11,7 @@ A COPY of the model is trained (the caller's model is never modified, so cancell
 training, part of the corrections is set aside: every third corrected slice (whole slices, so the check
 is on anatomy the training never saw); with a single corrected slice, every third corrected frame of
 it; with a single corrected (frame, slice), its labels carried by the *starting* model's motion to up to
-eight other frames of that slice (a weaker check: those labels are only as good as that motion).
+four other frames of that slice (a weaker check: those labels are only as good as that motion).
 After training, the starting model and weight-space blends ``θ₀ + α(θ − θ₀)`` of the fine-tuned
 weights ``θ`` (``α`` in :attr:`FinetuneSettings.blends`; the raw fine-tuned model is ``α = 1``) are scored
 on the held-out labels (Dice per structure, only on labelled voxels) and on those labels carried by the
@@ -91,7 +91,7 @@ class FinetuneSettings:
     every k-th corrected slice (k ≥ 2); ``blends`` are the α tried besides the starting model (α = 0).
     """
 
-    steps: int = 20
+    steps: int = 16
     lr: float = 1e-4
     guard: str | None = "teacher"
     freeze_bn: bool = True
@@ -280,7 +280,7 @@ def check_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def propagated_check(model: JointMotionSegNet, image: np.ndarray, corr: np.ndarray, mask: np.ndarray,
-                     pairs: list[tuple[int, int]], device: torch.device, n_max: int = 8
+                     pairs: list[tuple[int, int]], device: torch.device, n_max: int = 4
                      ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Check labels for the frames nobody corrected: for each slice of ``pairs``, the labels of its first
     listed pair carried by ``model``'s motion (the *starting* model) to up to ``n_max`` uncorrected

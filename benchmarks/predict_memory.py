@@ -52,9 +52,22 @@ cine = Cine(data, spacing, 40.0)
 del data
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 model, _ = load_checkpoint(None)
+import threading
+trace, stop = [], threading.Event()
+def sample():
+    page = __import__("os").sysconf("SC_PAGE_SIZE")
+    while not stop.is_set():
+        with open("/proc/self/statm") as fh:
+            trace.append(int(fh.read().split()[1]) * page / 2**20)
+        time.sleep(0.5)
+th = threading.Thread(target=sample, daemon=True)
+th.start()
 t0 = time.perf_counter()
 res = predict_cine(cine, model, device="cpu", ed_frame=0)
+stop.set()
+n = len(trace)
 print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb_before_predict": round(base / 1024),
+                  "rss_mb_timeline": [round(trace[int(i * (n - 1) / 9)]) for i in range(10)] if n else [],
                   "cine_mb": round(cine.data.nbytes / 2**20), "labels_mb": round(res.labels.nbytes / 2**20),
                   "motion_mb": round(res.motion.nbytes / 2**20), "region": res.metadata["region"]["input_box_yx"]}))
 """

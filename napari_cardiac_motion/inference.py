@@ -142,6 +142,19 @@ def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[f
     return region, ("whole field" if region.covers_whole_slice() and region.size == full.size else "located")
 
 
+def _release_freed_memory() -> None:
+    """Hand memory freed by the last chunk back to the OS (glibc keeps freed heap pages otherwise, and
+    several MB-sized temporaries per chunk add up over a long cine)."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            pass
+
+
 def _lv_voxels(labels: np.ndarray) -> np.ndarray:
     """LV blood-pool voxel count per frame of ``(T, Z, Y, X)`` labels (frame by frame: no full-size temporary)."""
     return np.array([int(np.count_nonzero(f == LV_BLOOD_POOL)) for f in labels], dtype=np.int64)
@@ -257,11 +270,13 @@ def predict_cine(
             for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
                 run_chunk(zs, ed, segment=True, estimate_motion=True)
+                _release_freed_memory()
                 report(k + 1, len(chunks), f"slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
         else:  # pass 1 segments every frame to find ED; pass 2 estimates motion from that ED
             for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
                 run_chunk(zs, 0, segment=True, estimate_motion=False)
+                _release_freed_memory()
                 report(k + 1, 2 * len(chunks), f"segmenting slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
             if largest_component:
                 keep_largest_components(labels, inplace=True)
@@ -269,6 +284,7 @@ def predict_cine(
             for k, zs in enumerate(chunks):
                 _check_cancel(cancel)
                 run_chunk(zs, ed, segment=False, estimate_motion=True)
+                _release_freed_memory()
                 report(len(chunks) + k + 1, 2 * len(chunks),
                        f"estimating motion, slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
     if largest_component and ed_frame is not None:

@@ -146,14 +146,14 @@ def test_evaluate_scores_a_known_prediction_exactly(two_pairs, tiny_checkpoint, 
     shifts = {}
 
     def oracle(cine, model, device="auto", ed_frame=None, **kw):
-        img = np.asarray(cine)
+        img = np.asarray(getattr(cine, "data", cine))  # evaluate passes a Cine with the true spacing
         labels = np.where(img > 0.65, 1, np.where(img > 0.25, 2, 0)).astype(np.uint8)
         motion = np.zeros(img.shape + (2,), np.float32)
         # ES disc centre is at x = 24 + shift: label_ES(p) = label_ED(p + (0, -shift))
         cx = [np.argwhere(labels[t] == 1)[:, 2].mean() for t in range(2)]
         motion[1, ..., 1] = cx[0] - cx[1]
         shifts[len(shifts)] = cx[1] - cx[0]
-        return SimpleNamespace(labels=labels, motion=motion, seconds=0.01)
+        return SimpleNamespace(labels=labels, motion=motion, seconds=0.01, metadata={})
 
     monkeypatch.setattr(inference, "predict_cine", oracle)
     res = evaluate(two_pairs, str(tiny_checkpoint), device="cpu")

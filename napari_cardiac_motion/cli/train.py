@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="data-loading worker processes (GPU: 4–8 keeps it fed; 0: in the training process)")
     p.add_argument("--no-amp", action="store_true", help="CUDA: train in float32 (default: mixed precision)")
     p.add_argument("--channels-last", default=None, choices=("on", "off"),
-                   help="channels-last memory format (default: on for CUDA, off for CPU)")
+                   help="channels-last memory format (default: on for CUDA and CPU, off for MPS)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
     p.add_argument("--train-parts", default="all", choices=("all", "motion"),
                    help="motion: train only the motion branch (encoder and segmentation frozen)")

@@ -86,7 +86,7 @@ class TrainConfig:
     command: str = ""
     init: str | None = None  # start from these weights (a checkpoint), with a fresh optimiser
     workers: int = 0  # data-loading worker processes (0: batches are made in the training process)
-    channels_last: bool | None = None  # None: on CUDA only
+    channels_last: bool | None = None  # None: on for CUDA and CPU (1.22× samples/s on the 2-core CPU), off for MPS
     amp: bool = True  # mixed precision (float16 autocast + gradient scaling) on CUDA
     compile: bool = False  # torch.compile the network (CUDA: faster after a warm-up of ~1 min)
     train_parts: str = "all"  # "motion": only the motion branch learns (encoder and segmentation frozen)
@@ -476,7 +476,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
                 mod.requires_grad_(False)
         elif cfg.train_parts != "all":
             raise InputError(f"Unknown --train-parts '{cfg.train_parts}'; use 'all' or 'motion'.")
-        channels_last = device.type == "cuda" if cfg.channels_last is None else bool(cfg.channels_last)
+        channels_last = device.type in ("cuda", "cpu") if cfg.channels_last is None else bool(cfg.channels_last)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         # the compiled sequence API shares the parameters; `model` is what is saved

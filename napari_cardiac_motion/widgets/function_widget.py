@@ -42,6 +42,7 @@ from ..analysis import report as rep
 from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
 from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
+from ._combo import refill_combo
 
 DEBOUNCE_MS = 400
 #: table labels of the scalar measures
@@ -253,12 +254,7 @@ class FunctionWidget(QWidget):
             named = [ly for ly in layers if ly.name.startswith(SEGMENTATION_LAYER)]
             current = (named or layers)[0]
         self._layers = layers
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems([ly.name for ly in layers])
-        if current is not None:
-            self.layer_combo.setCurrentIndex(layers.index(current))
-        self.layer_combo.blockSignals(False)
+        refill_combo(self.layer_combo, layers, current)
         self._set_layer(current)
 
     def _on_layer_chosen(self, index: int) -> None:

@@ -28,6 +28,7 @@ from ..devices import available_devices
 from ..layers import ARROW_MODES, segmentation_layer_data  # noqa: F401  (re-exported for tests)
 from ._jobs import ARROW_MIN_LENGTH, ARROW_STEP, arrows_job, predict_job  # noqa: F401
 from ._session import Session, get_session, layer_snapshot
+from ._combo import refill_combo
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
 BROWSE_LABEL = "Browse…"
@@ -140,12 +141,7 @@ class RunWidget(QWidget):
             active = self.viewer.layers.selection.active
             current = active if active in layers else (layers[0] if layers else None)
         self._layers = layers
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems([ly.name for ly in layers])
-        if current is not None:
-            self.layer_combo.setCurrentIndex(layers.index(current))
-        self.layer_combo.blockSignals(False)
+        refill_combo(self.layer_combo, layers, current)
         self._on_layer_changed()
 
     def selected_layer(self):

@@ -229,9 +229,14 @@ def predict_cine(
         and segmentation run ``sub`` frames at a time (bounded memory); the motion recurrence runs over
         time with the slices as its batch."""
         order = cycle_order(n_t, ed)
-        frames = torch.from_numpy(apply_window(data[:, zs][order], window))  # (T, B, Y, X), cycle order
         b = len(zs)
-        x = to_model(frames.to(dev).permute(1, 0, 2, 3).reshape(b * n_t, 1, h, w), region)  # (B·T, 1, H, W)
+        pieces = []  # (B·T, 1, H, W) on the model grid, slice-major, re-sampled `sub` frames at a time
+        for z in zs:
+            for a in range(0, n_t, sub):
+                raw = apply_window(data[order[a:a + sub], z], window)  # (≤sub, Y, X), cycle order
+                pieces.append(to_model(torch.from_numpy(raw).to(dev).unsqueeze(1), region))
+        x = torch.cat(pieces, 0)
+        del pieces
         xp, _ = model._pad16(x)
         probs_all, mfeats = [], []
         for k in range(b):
@@ -262,7 +267,7 @@ def predict_cine(
             u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
             for k, z in enumerate(zs):
                 motion[order, z, y0:y1, x0:x1] = u[k]
-            motion[ed] = 0.0
+            motion[ed, :, y0:y1, x0:x1] = 0.0  # u_ED = 0 (outside the box it was never written)
 
     with torch.inference_mode(), _autocast_any(dev, use_amp):
         if ed_frame is not None:  # ED known: one pass, every frame encoded once

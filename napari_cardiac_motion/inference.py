@@ -17,7 +17,7 @@ runs over time with the slices as its batch; results stay on the device until th
 device sync per chunk; a typical cine is one chunk). With a given ED frame one pass segments and
 estimates motion from the same features; with ``ed_frame=None`` a first pass segments every frame to
 pick ED (largest LV blood pool; ES = smallest) and a second pass estimates the motion. Progress goes to
-a callback; cancellation is checked between chunks of slices.
+a callback after every slice; cancellation is checked before every slice.
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def predict_cine(
         model: the joint network (moved to ``device``; left in eval mode).
         device: ``auto|cpu|cuda|mps`` (an absent device raises :class:`DeviceError`).
         ed_frame: reference frame index; ``None`` = frame of largest predicted LV blood pool.
-        progress: ``progress(done, total, message)`` called after every chunk of slices of each pass.
-        cancel: returns True to stop; checked between chunks (raises :class:`CancelledError`).
+        progress: ``progress(done, total, message)`` called after every slice of each pass.
+        cancel: returns True to stop; checked before every slice (raises :class:`CancelledError`).
         batch_size: frames per chunk (encoder batch); default 240 on a CPU, 2048 on a GPU.
         spacing: ``(dz, dy, dx)`` mm for an array input (default: a Cine's own spacing; an array
             without it is taken to be at the model's pixel size, i.e. not resampled).
@@ -224,10 +224,19 @@ def predict_cine(
 
     sub = max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16)))
 
+    n_passes = 1 if ed_frame is not None else 2
+    done = {"slices": 0}
+
+    def tick(what: str, z: int) -> None:
+        """Progress after each slice of a pass: ``(slices done, slices in all passes, message)``."""
+        done["slices"] += 1
+        report(done["slices"], n_passes * n_z, f"{what}, slice {z + 1}/{n_z}")
+
     def run_chunk(zs: list[int], ed: int, segment: bool, estimate_motion: bool) -> None:
         """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion. The encoder
         and segmentation run ``sub`` frames at a time (bounded memory); the motion recurrence runs over
-        time with the slices as its batch."""
+        time with the slices as its batch. Cancellation is checked and progress reported per slice."""
+        what = "segmenting" if not estimate_motion else ("estimating motion" if not segment else "slice pass")
         order = cycle_order(n_t, ed)
         b = len(zs)
         pieces = []  # (B·T, 1, H, W) on the model grid, slice-major, re-sampled `sub` frames at a time
@@ -240,6 +249,7 @@ def predict_cine(
         xp, _ = model._pad16(x)
         probs_all, mfeats = [], []
         for k in range(b):
+            _check_cancel(cancel)
             feats_ed, mf = None, []
             for a in range(0, n_t, sub):
                 xs = xp[k * n_t + a: k * n_t + min(a + sub, n_t)]
@@ -257,6 +267,7 @@ def predict_cine(
                     mf.append(model.motion_features(feats_ed, feats))
             if mf:
                 mfeats.append(torch.cat(mf, 0))
+            tick(what, zs[k])
         if segment:
             lab = torch.cat(probs_all, 0).view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
             for k, z in enumerate(zs):
@@ -273,25 +284,18 @@ def predict_cine(
         if ed_frame is not None:  # ED known: one pass, every frame encoded once
             ed = int(ed_frame)
             for k, zs in enumerate(chunks):
-                _check_cancel(cancel)
                 run_chunk(zs, ed, segment=True, estimate_motion=True)
                 _release_freed_memory()
-                report(k + 1, len(chunks), f"slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
         else:  # pass 1 segments every frame to find ED; pass 2 estimates motion from that ED
             for k, zs in enumerate(chunks):
-                _check_cancel(cancel)
                 run_chunk(zs, 0, segment=True, estimate_motion=False)
                 _release_freed_memory()
-                report(k + 1, 2 * len(chunks), f"segmenting slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
             if largest_component:
                 keep_largest_components(labels, inplace=True)
             ed = int(np.argmax(_lv_voxels(labels)))
             for k, zs in enumerate(chunks):
-                _check_cancel(cancel)
                 run_chunk(zs, ed, segment=False, estimate_motion=True)
                 _release_freed_memory()
-                report(len(chunks) + k + 1, 2 * len(chunks),
-                       f"estimating motion, slices {zs[0] + 1}–{zs[-1] + 1} of {n_z}")
     if largest_component and ed_frame is not None:
         keep_largest_components(labels, inplace=True)
     lv = _lv_voxels(labels)

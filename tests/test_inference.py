@@ -27,7 +27,7 @@ def test_predict_shapes_and_types_on_odd_grid():
     assert res.motion.shape == cine.shape + (2,) and res.motion.dtype == np.float32
     assert set(np.unique(res.labels)) <= {0, 1, 2, 3}
     assert np.all(res.motion[res.ed_frame] == 0)
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # two passes (auto ED) x two one-slice chunks
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # two passes (auto ED) x two slices
     assert res.frames_per_second > 0
 
 
@@ -284,3 +284,18 @@ def test_finer_pixels_give_the_same_heart(shipped):
         assert _dice(back == c_, ref.labels == c_) > 0.85, c_
     u_ref = ref.motion[ref.labels > 0]
     assert np.abs(u_ref).max() > 1.0  # the heart moves: the motion check below is meaningful
+
+
+def test_progress_and_cancel_are_per_slice_within_one_chunk():
+    """All slices share one chunk (the default on a CPU), yet progress comes after every slice and
+    Cancel takes effect before the next slice, not at the end of the pass."""
+    calls, asked = [], {"n": 0}
+
+    def cancel():
+        asked["n"] += 1
+        return asked["n"] > 2  # allow two slices, then stop
+
+    with pytest.raises(CancelledError):
+        predict_cine(_cine(t=3, z=4), JointMotionSegNet(TINY), device="cpu", ed_frame=0,
+                     progress=lambda d, t, m: calls.append((d, t)), cancel=cancel)
+    assert calls == [(1, 4), (2, 4)]

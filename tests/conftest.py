@@ -53,3 +53,20 @@ def sample_cine_path() -> Path:
     from napari_cardiac_motion._sample_data import sample_cine_path as _path
 
     return Path(_path())
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A tiny joint network saved as a checkpoint, for GUI tests: it predicts LV blood pool almost
+    everywhere and a small non-zero motion."""
+    import torch
+
+    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+
+    torch.manual_seed(0)
+    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, max_flow=4.0))
+    with torch.no_grad():
+        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+        net.flow_out.weight.normal_(std=0.05)
+        net.flow_out.bias.fill_(0.05)
+    return save_checkpoint(net, tmp_path_factory.mktemp("models") / "tiny.pt", {"name": "tiny", "version": "0"})

@@ -10,25 +10,12 @@ import pytest
 pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
 
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint  # noqa: E402
+from napari_cardiac_motion.model import load_checkpoint  # noqa: E402
 from napari_cardiac_motion.widgets import _session, get_session  # noqa: E402
 from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
 from napari_cardiac_motion.widgets.corrections_widget import CorrectionsWidget  # noqa: E402
 
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, max_flow=4.0))
-    with torch.no_grad():
-        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
-        net.flow_out.weight.normal_(std=0.05)
-        net.flow_out.bias.fill_(0.05)
-    return save_checkpoint(net, tmp_path_factory.mktemp("models") / "tiny.pt", {"name": "tiny", "version": "0"})
 
 
 @pytest.fixture

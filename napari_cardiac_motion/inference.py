@@ -35,8 +35,9 @@ from .cine import Cine, validate_cine_array
 from .conventions import LV_BLOOD_POOL
 from .devices import resolve_device
 from .errors import CancelledError, InputError
+from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart,
+                       to_input, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
-from .geometry import DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart, to_input, to_model, whole_field_region
 from .postprocess import keep_largest_components
 from .preprocessing import apply_window, intensity_window
 
@@ -50,11 +51,14 @@ class InferenceResult:
 
     Attributes:
         labels: ``(T, Z, Y, X)`` uint8 (0 bg, 1 LV, 2 Myo, 3 RV).
-        motion: ``(T, Z, Y, X, 2)`` float32, ``(dy, dx)`` voxels, frame t → ED.
+        motion: ``(T, Z, Y, X, 2)`` float32, ``(dy, dx)`` input voxels, frame t → ED (0 outside the
+            processed region).
         ed_frame, es_frame: frame indices used (ES = smallest predicted LV blood pool).
         lv_volume_voxels: ``(T,)`` predicted LV blood-pool voxel count per frame.
         device: the torch device used.
         seconds: wall time of the prediction.
+        metadata: ``region`` (the input box processed, model grid and pixel sizes, how it was found),
+            ``tta``, ``largest_component``.
     """
 
     labels: np.ndarray
@@ -72,8 +76,9 @@ class InferenceResult:
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
+def _autocast(device: torch.device, enabled: bool = True):
+    """float16 autocast on CUDA (when ``enabled``); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
@@ -86,10 +91,6 @@ def _check_cancel(cancel: CancelCheck | None) -> None:
 def cycle_order(n_frames: int, ed_frame: int) -> list[int]:
     """Frame indices in the order the recurrence visits them: ED, ED+1, …, ED-1 (wrapping)."""
     return [(ed_frame + k) % n_frames for k in range(n_frames)]
-
-
-def _autocast_any(device: torch.device, enabled: bool):
-    return _autocast(device) if enabled else contextlib.nullcontext()
 
 
 def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float, float], device: torch.device,
@@ -105,7 +106,7 @@ def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float,
     ts = sorted({0, n_t // 2})
     region = whole_field_region(image.shape[-2:], step, multiple=16)
     frames = torch.from_numpy(apply_window(image[np.ix_(ts, zs)].reshape(-1, *image.shape[-2:]), window))
-    with torch.inference_mode(), _autocast_any(device, use_amp):
+    with torch.inference_mode(), _autocast(device, use_amp):
         x = to_model(frames.to(device).unsqueeze(1), region)
         labels_m = model.segment(x).float().softmax(1)
         labels = to_input(labels_m, region).argmax(1).to(torch.uint8).cpu().numpy()
@@ -280,7 +281,7 @@ def predict_cine(
                 motion[order, z, y0:y1, x0:x1] = u[k]
             motion[ed, :, y0:y1, x0:x1] = 0.0  # u_ED = 0 (outside the box it was never written)
 
-    with torch.inference_mode(), _autocast_any(dev, use_amp):
+    with torch.inference_mode(), _autocast(dev, use_amp):
         if ed_frame is not None:  # ED known: one pass, every frame encoded once
             ed = int(ed_frame)
             for k, zs in enumerate(chunks):

@@ -61,7 +61,7 @@ def _cases(source: str):
 def _fixed_batch_loss(model, cases, cfg) -> float:
     sampler = Sampler(cases, [], cfg, np.random.default_rng(123))
     torch.manual_seed(0)
-    imgs, codes, wides = [], [], []
+    imgs, codes = [], []
     for case in cases:
         for z in range(case.n_slices):
             cy, cx = case.center[z]

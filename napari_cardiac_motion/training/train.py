@@ -34,6 +34,7 @@ from ..conventions import NUM_CLASSES
 from ..devices import resolve_device
 from ..errors import CancelledError, InputError
 from ..evaluation.metrics import dice
+from ..geometry import Region
 from ..model.checkpoint import read_checkpoint, save_checkpoint
 from ..model.losses import IGNORE_INDEX, charbonnier_smoothness, dice_loss_from_probs
 from ..model.network import JointConfig, JointMotionSegNet, count_parameters
@@ -288,7 +289,7 @@ def epoch_batches(acdc: list[Case], sunny: list[Case], cfg: "TrainConfig", first
 # --------------------------------------------------------------------------------------------------
 # validation
 
-def validation_region(case: Case, size: int) -> "Region":
+def validation_region(case: Case, size: int) -> Region:
     """The square ``size`` region (model pixels; cases are already at the model's pixel size) around the
     heart centre of the case's labelled slices, placed inside the field where it fits."""
     from ..geometry import region_around
@@ -433,7 +434,6 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     logger = _Logger(cfg.log_file, log)
     t_start = time.perf_counter()
@@ -503,8 +503,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
             elapsed0 = float(extra.get("elapsed", 0.0))
             val_seconds0 = float(extra.get("val_seconds", 0.0))
             history = list(payload.get("metadata", {}).get("history", []))
-            rng = np.random.default_rng([cfg.seed, epoch0])
-            torch.manual_seed(cfg.seed + epoch0)
+            torch.manual_seed(cfg.seed + epoch0)  # batches are seeded per epoch (see epoch_batches)
             logger(f"resumed from {cfg.resume} at epoch {epoch0}, step {step}")
         cuda = device.type == "cuda"
         amp = cuda and cfg.amp

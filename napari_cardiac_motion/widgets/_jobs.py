@@ -58,20 +58,16 @@ def private_model(path: str | None):
 
 
 def finetune_function():
-    """The core fine-tuning function (``training.finetune.finetune``; ``finetune.finetune`` before it moved)."""
-    try:
-        from ..training.finetune import finetune
-    except ImportError:  # pragma: no cover - older layout
-        from ..finetune import finetune
+    """The core fine-tuning function, :func:`napari_cardiac_motion.training.finetune.finetune`."""
+    from ..training.finetune import finetune
+
     return finetune
 
 
 def finetune_defaults():
     """The core's default fine-tuning settings (steps, lr, guard)."""
-    try:
-        from ..training.finetune import FinetuneSettings
-    except ImportError:  # pragma: no cover - older layout
-        from ..finetune import FinetuneSettings
+    from ..training.finetune import FinetuneSettings
+
     return FinetuneSettings()
 
 

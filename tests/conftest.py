@@ -25,8 +25,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def tiny_cine():
+def make_tiny_cine():
     """A small synthetic cine: T=4, Z=2, 40×48, a bright disc in a dim ring moving +1 px/frame in x.
 
     Spacing ``(dz, dy, dx) = (8, 1.5, 1.5)`` mm, 40 ms between frames.
@@ -45,6 +44,18 @@ def tiny_cine():
             data[t, z] = img + 0.02 * rng.standard_normal((y_n, x_n), dtype=np.float32)
     affine = np.diag([1.5, 1.5, 8.0, 1.0])
     return Cine(data=data, spacing=(8.0, 1.5, 1.5), frame_interval_ms=40.0, affine=affine, name="tiny")
+
+
+@pytest.fixture
+def tiny_cine():
+    """:func:`make_tiny_cine`, fresh for each test."""
+    return make_tiny_cine()
+
+
+@pytest.fixture(scope="module")
+def tiny_cine_module():
+    """:func:`make_tiny_cine`, shared by a module's tests (for module-scoped fixtures)."""
+    return make_tiny_cine()
 
 
 @pytest.fixture(scope="session")

@@ -64,28 +64,11 @@ def _dice_lv_myo(model, cine, frames, slices):
     return float(np.mean([dice(pred, gt, c) for c in (1, 2)]))
 
 
-def _synthetic_cine():
-    """The ``tiny_cine`` of conftest (T=4, Z=2, 40×48, 1.5 mm), built here for a module-scoped fixture."""
-    from napari_cardiac_motion.cine import Cine
-
-    t_n, z_n, y_n, x_n = 4, 2, 40, 48
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:y_n, :x_n].astype(np.float32)
-    data = np.empty((t_n, z_n, y_n, x_n), np.float32)
-    for t in range(t_n):
-        for z in range(z_n):
-            r = np.hypot(yy - 20.0, xx - (20.0 + t))
-            radius = 8.0 - z
-            img = np.where(r < radius, 1.0, np.where(r < radius + 3.0, 0.4, 0.1)).astype(np.float32)
-            data[t, z] = img + 0.02 * rng.standard_normal((y_n, x_n), dtype=np.float32)
-    return Cine(data=data, spacing=(8.0, 1.5, 1.5), frame_interval_ms=40.0, name="tiny")
-
-
 @pytest.fixture(scope="module")
-def improved():
+def improved(tiny_cine_module):
     """Frame 0 of both slices corrected (slice 1 is held out by the check), a random tiny model:
     ``(cine, start model, start weights, returned model, history, progress calls)``."""
-    cine = _synthetic_cine()
+    cine = tiny_cine_module
     torch.manual_seed(0)
     start = JointMotionSegNet(TINY).eval()
     weights = _state(start)

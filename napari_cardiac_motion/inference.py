@@ -38,6 +38,7 @@ from .errors import CancelledError, InputError
 from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart,
                        to_input, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
+from .motion_refine import RefineSettings, refine_motion
 from .postprocess import keep_largest_components
 from .preprocessing import apply_window, intensity_window
 
@@ -179,6 +180,8 @@ def predict_cine(
     largest_component: bool = True,
     region: Region | None = None,
     max_sub_frames: int | None = None,
+    motion_mode: str = "pairwise",
+    refine: RefineSettings | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -196,7 +199,14 @@ def predict_cine(
         largest_component: keep only the largest 3D component per structure and frame.
         region: force the processed region (default: found by :func:`plan_region`).
         max_sub_frames: frames per encoder call (default 16 on a CPU, 512 on a GPU; bounds memory).
+        motion_mode: ``"pairwise"`` (default: each frame's motion from its own (ED, t) pair, no state
+            carried over the cycle) or ``"recurrent"`` (one recurrence over the whole cycle; drifts with
+            weights trained on ED/ES pairs; kept for comparison).
+        refine: test-time refinement of the motion on the model grid (:mod:`.motion_refine`);
+            ``None`` = the default settings, ``RefineSettings(steps=0)`` = off.
     """
+    if motion_mode not in ("pairwise", "recurrent"):
+        raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
     t0 = time.perf_counter()
     if isinstance(cine, Cine):
         data, spacing = cine.data, cine.spacing if spacing is None else spacing
@@ -225,6 +235,8 @@ def predict_cine(
 
     sub = max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16)))
 
+    refine = RefineSettings() if refine is None else refine
+    do_refine = motion_mode == "pairwise" and refine.steps > 0 and n_t > 1
     n_passes = 1 if ed_frame is not None else 2
     done = {"slices": 0}
 
@@ -248,20 +260,24 @@ def predict_cine(
         x = torch.cat(pieces, 0)
         del pieces
         xp, _ = model._pad16(x)
-        probs_all, mfeats = [], []
+        probs_all, mfeats, probs_model = [], [], []
+        need_probs = segment or (estimate_motion and do_refine and refine.w_seg > 0)
         for k in range(b):
             _check_cancel(cancel)
             feats_ed, mf = None, []
             for a in range(0, n_t, sub):
                 xs = xp[k * n_t + a: k * n_t + min(a + sub, n_t)]
                 feats = model.encode(xs)
-                if segment:
+                if need_probs:
                     probs = model.segment_features(feats)[..., :hh, :ww].float().softmax(1)
-                    if tta:  # left-right flip, flipped back onto the same padded grid
+                    if tta and segment:  # left-right flip, flipped back onto the same padded grid
                         logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xs, dims=[-1]))),
                                               dims=[-1])
                         probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
-                    probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
+                    if segment:
+                        probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
+                    if estimate_motion and do_refine:
+                        probs_model.append(probs)
                 if estimate_motion and n_t > 1:
                     if feats_ed is None:
                         feats_ed = [f[:1] for f in feats]
@@ -274,7 +290,13 @@ def predict_cine(
             for k, z in enumerate(zs):
                 labels[order, z, y0:y1, x0:x1] = lab[k]
         if mfeats:
-            flows = model.recurrent_flows(torch.stack(mfeats, 0), (hh, ww)).float()  # (B, T, 2, H, W)
+            mf = torch.stack(mfeats, 0)  # (B, T, head, h, w), frame 0 = (ED, ED)
+            flows = (model.pairwise_flows(mf, (hh, ww)) if motion_mode == "pairwise"
+                     else model.recurrent_flows(mf, (hh, ww))).float()  # (B, T, 2, H, W)
+            del mf
+            if do_refine:
+                p_m = torch.cat(probs_model, 0).view(b, n_t, -1, hh, ww) if probs_model else None
+                flows = refine_motion(x.view(b, n_t, hh, ww), flows, p_m, refine)
             u = flow_to_input(flows.flatten(0, 1), region).view(b, n_t, 2, y1 - y0, x1 - x0)
             u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
             for k, z in enumerate(zs):
@@ -302,6 +324,7 @@ def predict_cine(
     lv = _lv_voxels(labels)
     es = int(np.argmin(lv)) if n_t > 1 else ed
     meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
+            "motion": {"mode": motion_mode, "refine": refine.to_dict() if do_refine else None},
             "largest_component": bool(largest_component)}
     return InferenceResult(
         labels=labels,

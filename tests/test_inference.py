@@ -8,6 +8,7 @@ from napari_cardiac_motion.devices import available_devices, resolve_device
 from napari_cardiac_motion.errors import CancelledError, CheckpointError, DeviceError, InputError
 from napari_cardiac_motion.inference import cycle_order, predict_cine
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint
+from napari_cardiac_motion.motion_refine import RefineSettings
 from napari_cardiac_motion.preprocessing import normalize_intensity
 
 TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, input_size=(32, 48))
@@ -129,7 +130,8 @@ def test_inference_equals_model_forward():
     cine = _cine(t=5, z=3, y=32, x=48)
     ed = 2
     region = whole_field_region((32, 48), (1.0, 1.0), multiple=16)
-    res = predict_cine(cine, model, device="cpu", ed_frame=ed, region=region, largest_component=False)
+    res = predict_cine(cine, model, device="cpu", ed_frame=ed, region=region, largest_component=False,
+                       refine=RefineSettings(steps=0))
     img = torch.from_numpy(normalize_intensity(cine))
     order = cycle_order(5, ed)
     seq = img[order].permute(1, 0, 2, 3)  # (Z, T, Y, X) in cycle order
@@ -174,12 +176,13 @@ def test_motion_is_returned_in_input_voxels(monkeypatch):
     processed region and 0 outside it (anisotropic pixels: 0.75 × 1.2 mm, model 1.5 mm)."""
     model = JointMotionSegNet(TINY).eval()
 
-    def const_flows(motion_feats, size):
+    def const_flows(motion_feats, size, first=None):
         return torch.ones(*motion_feats.shape[:2], 2, *size)
 
-    monkeypatch.setattr(model, "recurrent_flows", const_flows)
+    monkeypatch.setattr(model, "pairwise_flows", const_flows)
     cine = _cine(t=3, z=1, y=40, x=30)
-    res = predict_cine(cine, model, device="cpu", ed_frame=0, spacing=(8.0, 0.75, 1.2))
+    res = predict_cine(cine, model, device="cpu", ed_frame=0, spacing=(8.0, 0.75, 1.2),
+                       refine=RefineSettings(steps=0))
     reg = res.metadata["region"]
     assert reg["input_pixels_per_model_pixel_yx"] == [2.0, 1.25]
     y0, y1, x0, x1 = reg["input_box_yx"]

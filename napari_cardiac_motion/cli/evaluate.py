@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..devices import DEVICE_CHOICES
+from .predict import add_motion_arguments, motion_kwargs
 from .progress import TqdmProgress
 
 
@@ -27,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="re-sample every scan first: scale:F (pixels F× larger, e.g. scale:0.6) or "
                         "offcentre:N (padded into an N×N field, heart off-centre)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation of the segmentation")
+    p.add_argument("--cycles", action="store_true",
+                   help="evaluate motion over whole cycles instead: DATA holds full cines with reference "
+                        "labels (Sunnybrook folders: sa.nii.gz, labels.nii.gz, info.json; or ACDC folders with "
+                        "cine.nii.gz); reports the displacement curve, last-frame displacement and carried-label "
+                        "overlap, strain roughness and ED→ES propagation through the sequence")
+    add_motion_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -43,11 +50,19 @@ def run(args: argparse.Namespace) -> int:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
         except ImportError:
             pass
-    with TqdmProgress("evaluate", unit="pair") as bar:
-        result = evaluate(args.data, args.model, baseline=args.baseline, patients=args.patients,
-                          device=args.device, progress=bar,
-                          transform=args.transform, tta=args.tta)
-    print(format_table(result))
+    if args.cycles:
+        from ..evaluation.cycle import evaluate_cycles, format_cycles
+
+        with TqdmProgress("evaluate", unit="cine") as bar:
+            result = evaluate_cycles(args.data, args.model, baseline=args.baseline, patients=args.patients,
+                                     device=args.device, progress=bar, **motion_kwargs(args))
+        print(format_cycles(result))
+    else:
+        with TqdmProgress("evaluate", unit="pair") as bar:
+            result = evaluate(args.data, args.model, baseline=args.baseline, patients=args.patients,
+                              device=args.device, progress=bar,
+                              transform=args.transform, tta=args.tta, **motion_kwargs(args))
+        print(format_table(result))
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")

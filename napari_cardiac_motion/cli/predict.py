@@ -27,10 +27,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
     p.add_argument("--tta", action="store_true",
                    help="flip test-time augmentation of the segmentation (about 1.5× the time)")
+    add_motion_arguments(p)
     p.add_argument("--slicer-displacement", action="store_true",
                    help="also write DIR/displacement/displacement_tNNN.nii.gz: per-frame displacement fields in "
                         "LPS mm that ITK and 3D Slicer read as transforms")
     p.set_defaults(func=run)
+
+
+def add_motion_arguments(p: argparse.ArgumentParser) -> None:
+    """``--motion`` and ``--refine-steps`` (shared by predict and evaluate)."""
+    p.add_argument("--motion", default="pairwise", choices=("pairwise", "recurrent"),
+                   help="pairwise (default): each frame's motion from its own (ED, frame) pair; recurrent: "
+                        "one recurrence over the whole cycle (drifts; for comparison only)")
+    p.add_argument("--refine-steps", type=int, default=None, metavar="N",
+                   help="test-time refinement steps of the motion (default: the model's default, "
+                        "0 = off; see the model card)")
+
+
+def motion_kwargs(args: argparse.Namespace) -> dict:
+    """``predict_cine`` keyword arguments from :func:`add_motion_arguments`' options."""
+    from ..motion_refine import RefineSettings
+
+    kw: dict = {"motion_mode": getattr(args, "motion", "pairwise")}
+    steps = getattr(args, "refine_steps", None)
+    if steps is not None:
+        if steps < 0:
+            raise InputError(f"--refine-steps must be 0 or more, got {steps}.")
+        kw["refine"] = RefineSettings(steps=steps)
+    return kw
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.model, device="cpu")
     with TqdmProgress("predict", unit="chunk") as bar:
         result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
-                              tta=getattr(args, "tta", False))
+                              tta=getattr(args, "tta", False), **motion_kwargs(args))
     out.mkdir(parents=True, exist_ok=True)
     write_nifti_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing, cine.frame_interval_ms)
     write_nifti_flow(out / "flow.nii.gz", result.motion, cine.affine, cine.spacing, cine.frame_interval_ms)
@@ -58,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         # the input box the full model ran on (outside it: labels 0, motion 0) and the model's grid
         "region": result.metadata.get("region"),
         "tta": bool(result.metadata.get("tta", False)),
+        "motion": result.metadata.get("motion"),
         "warnings": list(getattr(cine, "warnings", []) or []),
     }
     if getattr(args, "slicer_displacement", False):

@@ -14,6 +14,7 @@ both frames + motion) and the baseline.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +67,7 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 
 
 def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | None = None,
-                  transform: str | None = None, tta: bool = False) -> dict[str, Any]:
+                  transform: str | None = None, tta: bool = False, **motion_kw: Any) -> dict[str, Any]:
     """All metrics for one patient folder (see module docstring).
 
     ``transform`` re-samples image and labels first with truthful spacing (see
@@ -91,7 +92,8 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
         ed, es = image[0], image[1]
         ed_gt, es_gt = gt[0], gt[1]
     spacing_known = not np.allclose(spacing, 1.0)
-    res = predict_cine(Cine(image, spacing, name=folder.name), model, device=device, ed_frame=0, tta=tta)
+    res = predict_cine(Cine(image, spacing, name=folder.name), model, device=device, ed_frame=0, tta=tta,
+                       **motion_kw)
     pred_ed, pred_es = res.labels[0], res.labels[1]
     out: dict[str, Any] = {"patient": folder.name, "shape_ZYX": list(ed.shape), "transform": transform,
                            "region": res.metadata.get("region", {}).get("input_box_yx"),
@@ -107,6 +109,15 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
     prop = warp_labels(ed_gt, res.motion[1])
     for c, k in STRUCTS:
         out[f"prop_{k}"] = dice(prop, es_gt, c)
+    info = folder / "info.json"
+    if info.exists():
+        out["group"] = json.loads(info.read_text()).get("group")
+    if spacing_known:  # global strain at ES relative to ED (%), from the model's own labels and motion
+        from ..analysis.strain import strain_curves
+
+        st = strain_curves(res.motion, res.labels, spacing, 0)
+        out["gcs_ES"] = float(st.circumferential_percent[1])
+        out["grs_ES"] = float(st.radial_percent[1])
     vs = spacing if spacing_known else None
     ef_pred = ejection_fraction(volume(pred_ed, 1, vs), volume(pred_es, 1, vs))
     ef_gt = ejection_fraction(volume(ed_gt, 1, vs), volume(es_gt, 1, vs))
@@ -127,8 +138,10 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
 def evaluate(data: str | Path, model_path: str | None = None, baseline: str | None = None,
              patients: list[str] | None = None, device: str = "auto",
              progress: Callable[[int, int, str], None] | None = None, transform: str | None = None,
-             tta: bool = False) -> dict[str, Any]:
-    """Evaluate every pair under ``data``; returns ``{"model", "cases", "summary"}``."""
+             tta: bool = False, **motion_kw: Any) -> dict[str, Any]:
+    """Evaluate every pair under ``data``; returns ``{"model", "cases", "summary"}``.
+
+    ``motion_kw`` (``motion_mode``, ``refine``) go to :func:`~napari_cardiac_motion.inference.predict_cine`."""
     import torch
 
     from ..model import load_checkpoint
@@ -137,7 +150,8 @@ def evaluate(data: str | Path, model_path: str | None = None, baseline: str | No
     model, meta = load_checkpoint(model_path, device="cpu")
     cases = []
     for i, folder in enumerate(folders):
-        cases.append(evaluate_pair(folder, model, device=device, baseline=baseline, transform=transform, tta=tta))
+        cases.append(evaluate_pair(folder, model, device=device, baseline=baseline, transform=transform, tta=tta,
+                                   **motion_kw))
         if progress:
             progress(i + 1, len(folders), folder.name)
     keys = [k for k in cases[0] if isinstance(cases[0][k], float)]
@@ -205,7 +219,42 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(t + f" (device {result['device']}, {result['torch_threads']} torch threads)")
     if not has_hd:
         lines.append("HD95: not reported (voxel spacing unknown for these files).")
+    lines += format_groups(result["cases"], demons)
     return "\n".join(lines)
+
+
+def format_groups(cases: list[dict[str, Any]], demons: bool = False) -> list[str]:
+    """Per disease group (``info.json``'s ``group``): Dice, propagation (and demons') and ED→ES global
+    circumferential / radial strain (%), means over the group's patients."""
+    groups = sorted({c["group"] for c in cases if c.get("group")})
+    if not groups:
+        return []
+
+    def m(rows, key):
+        v = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        return f"{np.mean(v):.3f}" if v else "—"
+
+    def m1(rows, key):
+        v = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        return f"{np.mean(v):.1f}" if v else "—"
+
+    hdr = "| group | n | Dice LV | Dice Myo | Dice RV | prop LV | prop Myo | prop RV |"
+    sep = "|---|---|---|---|---|---|---|---|"
+    if demons:
+        hdr += " demons LV | demons Myo | demons RV |"
+        sep += "---|---|---|"
+    hdr += " GCS ES % | GRS ES % |"
+    sep += "---|---|"
+    lines = ["", "Per group (means):", hdr, sep]
+    for g in groups:
+        rows = [c for c in cases if c.get("group") == g]
+        line = f"| {g} | {len(rows)} | " + " | ".join(m(rows, f"dice_{k}") for _, k in STRUCTS) + " | "
+        line += " | ".join(m(rows, f"prop_{k}") for _, k in STRUCTS) + " |"
+        if demons:
+            line += " " + " | ".join(m(rows, f"demons_prop_{k}") for _, k in STRUCTS) + " |"
+        line += f" {m1(rows, 'gcs_ES')} | {m1(rows, 'grs_ES')} |"
+        lines.append(line)
+    return lines
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:

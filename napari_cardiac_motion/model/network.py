@@ -6,8 +6,10 @@ down-samples by a stride-2 3×3 conv) is applied Siamese-style to the ED frame a
 * Segmentation branch (FCN): every scale → 3×3 conv to ``head`` channels → upsample to full size →
   concatenate → 1×1 conv → 1×1 conv + BN + ReLU → 1×1 conv to 4 classes.
 * Motion branch: at every scale concatenate ED and frame-t features → 3×3 conv to ``head`` →
-  upsample → concatenate → 1×1 convs → a convolutional GRU over time → 2-channel flow ``(dy, dx)``
-  in pixels (from frame t to ED: ``frame_t(p) ≈ frame_ED(p + u_t(p))``).
+  upsample → concatenate → 1×1 convs → a convolutional GRU → 2-channel flow ``(dy, dx)`` in pixels
+  (from frame t to ED: ``frame_t(p) ≈ frame_ED(p + u_t(p))``). The GRU is run *pairwise*: each frame's
+  motion comes from its own two-step sequence (ED paired with itself, then ED with frame t), the
+  sequence it is trained on, so nothing drifts over a long cycle (:meth:`JointMotionSegNet.pairwise_flows`).
 
 Axis orders: a frame batch is ``(B, 1, H, W)``; a sequence ``(B, T, 1, H, W)``. H and W may be any
 size: inputs are zero-padded to a multiple of 16 internally and outputs cropped back.
@@ -192,12 +194,14 @@ class JointMotionSegNet(nn.Module):
         x, (h, w) = self._pad16(frames)
         return self.segment_features(self.encode(x))[..., :h, :w]
 
-    def forward(self, source: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, source: torch.Tensor, frames: torch.Tensor, pairwise: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Joint forward pass over a sequence.
 
         Args:
             source: ED frames ``(B, 1, H, W)``.
-            frames: target frames ``(B, T, 1, H, W)`` in temporal order (the recurrence runs over T).
+            frames: target frames ``(B, T, 1, H, W)`` in temporal order.
+            pairwise: see :meth:`flows_from_features`.
         Returns:
             ``(seg_logits (B, T, 4, H, W), flows (B, T, 2, H, W) in pixels (dy, dx),
             source_seg_logits (B, 4, H, W))``.
@@ -211,9 +215,9 @@ class JointMotionSegNet(nn.Module):
         seg_all = self.segment_features(feats_all)[..., :h, :w]
         seg_src = seg_all[:b]
         seg = seg_all[b:].unflatten(0, (b, t))
-        return seg, self.flows_from_features(feats_src, feats_tgt, (h, w)), seg_src
+        return seg, self.flows_from_features(feats_src, feats_tgt, (h, w), pairwise), seg_src
 
-    def forward_sequence(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_sequence(self, images: torch.Tensor, pairwise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Segment and estimate motion over sequences whose source (ED) is their first frame.
 
         The one sequence API that inference, training and fine-tuning share: the same computation as
@@ -221,6 +225,7 @@ class JointMotionSegNet(nn.Module):
 
         Args:
             images: ``(B, T, H, W)`` frames, frame 0 = source (ED), temporal order.
+            pairwise: see :meth:`flows_from_features` (the default, as inference runs).
         Returns:
             ``(seg_logits (B, T, C, H, W), flows (B, T, 2, H, W))``, flows in pixels ``(dy, dx)``
             from frame t to frame 0 (``flows[:, 0] ≈ 0`` is learnt, not forced).
@@ -230,16 +235,18 @@ class JointMotionSegNet(nn.Module):
         feats = self.encode(x)
         seg = self.segment_features(feats)[..., :h, :w].unflatten(0, (b, t))
         feats_src = [f.unflatten(0, (b, t))[:, 0] for f in feats]
-        return seg, self.flows_from_features(feats_src, feats, (h, w))
+        return seg, self.flows_from_features(feats_src, feats, (h, w), pairwise)
 
     def flows_from_features(self, feats_src: list[torch.Tensor], feats_tgt: list[torch.Tensor],
-                            size: tuple[int, int]) -> torch.Tensor:
+                            size: tuple[int, int], pairwise: bool = True) -> torch.Tensor:
         """Run the motion branch over sequences.
 
         Args:
             feats_src: encoder features of the B ED frames.
             feats_tgt: encoder features of the B·T target frames, sequence-major, in temporal order.
             size: ``(H, W)`` to crop the flows to (the unpadded frame size).
+            pairwise: each frame from its own ``(ED, ED) → (ED, t)`` sequence (:meth:`pairwise_flows`,
+                what inference runs) instead of one recurrence across all T frames.
         Returns:
             flows ``(B, T, 2, H, W)`` in pixels ``(dy, dx)``.
         """
@@ -247,10 +254,39 @@ class JointMotionSegNet(nn.Module):
         t = feats_tgt[0].shape[0] // b
         feats_src_rep = [f.repeat_interleave(t, dim=0) for f in feats_src]  # ED features for every frame
         mfeat = self.motion_features(feats_src_rep, feats_tgt).unflatten(0, (b, t))
+        if pairwise:
+            return self.pairwise_flows(mfeat, size, first=self.motion_features(feats_src, feats_src))
         return self.recurrent_flows(mfeat, size)
 
+    def pairwise_flows(self, motion_feats: torch.Tensor, size: tuple[int, int],
+                       first: torch.Tensor | None = None) -> torch.Tensor:
+        """Every frame's motion from its own two-step sequence ``(ED, ED) → (ED, t)``.
+
+        This is the sequence the recurrence is trained on (an ED/ES pair whose first frame is the
+        source itself), so no state is carried across the cycle: the motion of frame t depends on the
+        ED frame and frame t only (no drift, no odd/even alternation). The first step only depends on
+        the ED frame, so it runs once per sequence; the second runs batched over all frames.
+
+        Args:
+            motion_feats: ``(B, T, head, H/s, W/s)`` from :meth:`motion_features`.
+            size: ``(H, W)`` to crop the flows to.
+            first: ``(B, head, H/s, W/s)`` motion features of the source paired with itself; default
+                ``motion_feats[:, 0]`` (sequences whose frame 0 is the source).
+        Returns:
+            flows ``(B, T, 2, H, W)`` in pixels ``(dy, dx)``.
+        """
+        b, t = motion_feats.shape[:2]
+        first = motion_feats[:, 0] if first is None else first
+        _, hidden = self.flow_step(first, None)  # (B, hidden, h, w): the (ED, ED) step
+        hidden = hidden.unsqueeze(1).expand(-1, t, -1, -1, -1).flatten(0, 1)
+        flow, _ = self.flow_step(motion_feats.flatten(0, 1), hidden)
+        return flow[..., : size[0], : size[1]].unflatten(0, (b, t))
+
     def recurrent_flows(self, motion_feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The recurrence of the motion branch over time.
+        """The recurrence of the motion branch over time, one state carried across all T frames.
+
+        Kept for training on sequences and for comparison: a recurrence trained on two-frame pairs
+        drifts over a whole cycle when run this way; inference uses :meth:`pairwise_flows`.
 
         Args:
             motion_feats: ``(B, T, head, H/s, W/s)`` from :meth:`motion_features`, temporal order.

@@ -5,7 +5,7 @@ ES stacks form a two-frame cine (ED, ES) run through ``predict_cine`` with ``ed_
 are computed by ``analysis.compute_measurements`` with ED = frame 0 and ES = frame 1 from the model's
 labels and from the expert labels, with the true voxel spacing of ``../shared/data/acdc``. Printed: a
 per-patient table, then per measure the mean absolute error, the bias (mean of model − expert), the SD
-of the differences and the 95 % limits of agreement, and the issue's targets.
+of the differences and the 95 % limits of agreement, and the targets.
 
     python benchmarks/function_validation.py [--data ../shared/data/acdc] [--model CKPT] [--device cpu]
         [--patients 001 011 ...] [--tta] [--json out.json]
@@ -31,7 +31,7 @@ from napari_cardiac_motion.training.data import ACDC_VAL_PATIENTS  # noqa: E402
 MEASURES = [("lv_edv_ml", "LV EDV", "ml"), ("lv_esv_ml", "LV ESV", "ml"), ("lv_ef_percent", "LV EF", "%"),
             ("lv_mass_g", "LV mass", "g"), ("rv_edv_ml", "RV EDV", "ml"), ("rv_esv_ml", "RV ESV", "ml"),
             ("rv_ef_percent", "RV EF", "%")]
-#: issue 8 "done means" targets (mean absolute error)
+#: targets of the read-out (mean absolute error)
 TARGETS = {"lv_ef_percent": 5.0, "lv_edv_ml": 10.0, "lv_mass_g": 15.0, "rv_ef_percent": 8.0}
 
 

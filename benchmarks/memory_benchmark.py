@@ -1,4 +1,4 @@
-"""Peak memory of fine-tuning a large cine (issue 9: a 512×512×20×50 cine fine-tunes under 4 GB).
+"""Peak memory of fine-tuning a large cine (target: a 512×512×20×50 cine fine-tunes under 4 GB).
 
 Each measurement runs in a fresh child process, so peaks do not mix; the child prints its peak
 resident set size (``ru_maxrss``, which includes the cine itself and the Python/torch runtime) and the

@@ -1,4 +1,4 @@
-"""Peak memory of ``predict_cine`` on a 512×512×20×50 cine (issue 9: under 4 GB).
+"""Peak memory of ``predict_cine`` on a 512×512×20×50 cine (target: under 4 GB).
 
     python benchmarks/predict_memory.py [--shape 50,20,512,512] [--threads 2]
 

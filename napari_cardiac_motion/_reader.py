@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cine import Cine
+from .conventions import AXIS_LABELS
 from .errors import CardiacMotionError
 
 LayerData = list[tuple[Any, dict, str]]
-
-#: napari axis labels of every cine layer (the viewer's sliders read t and z)
-AXIS_LABELS = ("t", "z", "y", "x")
 
 #: npe2's null-layer sentinel: the reader handled the path (and reported the problem) but adds no layer.
 NO_LAYERS: list = [(None,)]

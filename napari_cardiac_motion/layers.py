@@ -1,13 +1,14 @@
 """Layer data for napari from a prediction (pure numpy: no napari, no Qt).
 
 * :func:`segmentation_layer_data` — a napari ``LayerDataTuple`` for the ``segmentation`` Labels layer
-  (fixed colours from :data:`conventions.LABEL_COLORS`, named classes via ``features``).
+  (fixed colours and named classes, via ``features``, from the model's
+  :class:`~.model_description.ModelDescription`; today's MR classes by default).
 * :func:`motion_vectors` — arrows for the ``motion`` Vectors layer: napari Vectors data ``(N, 2, 4)``
   (start point, projection) in ``(t, z, y, x)`` *data* coordinates of the image (the layer gets the
   image's scale/translate), with zero ``t``/``z`` components of the projection, so an arrow is drawn on
   the frame and slice where it starts.
 
-Motion convention (DESIGN.md §1): ``u_t`` (``(dy, dx)`` voxels) maps frame t to ED,
+Motion convention (:mod:`.conventions`): ``u_t`` (``(dy, dx)`` voxels) maps frame t to ED,
 ``frame_t(p) ≈ frame_ED(p + u_t(p))``: the tissue at ``p`` in frame t was at ``p + u_t(p)`` at ED.
 """
 
@@ -17,15 +18,26 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .conventions import LABEL_COLORS, LABEL_NAMES, SEGMENTATION_LAYER
+from .conventions import SEGMENTATION_LAYER
+from .model_description import MR_DEFAULT, ModelDescription
 
 ArrowMode = Literal["from_ed", "frame_to_frame"]
 ARROW_MODES: dict[str, str] = {"from_ed": "from ED", "frame_to_frame": "frame to frame"}
 
 
-def label_colormap_dict() -> dict[int | None, tuple[float, float, float, float]]:
-    """``{label: RGBA}`` for napari's ``DirectLabelColormap`` (a plain dict is accepted as ``colormap``)."""
-    return {k: tuple(float(c) for c in v) for k, v in LABEL_COLORS.items()}
+def label_colormap_dict(description: ModelDescription | None = None
+                        ) -> dict[int | None, tuple[float, float, float, float]]:
+    """``{label: RGBA}`` for napari's ``DirectLabelColormap`` (a plain dict is accepted as ``colormap``).
+
+    Colours of ``description``'s classes (default: today's MR model).
+    """
+    return (description or MR_DEFAULT).colors()
+
+
+def label_features(description: ModelDescription | None = None) -> dict[str, list]:
+    """The Labels layer's ``features``: ``index`` (label value) and ``name`` of every class, background first."""
+    names = (description or MR_DEFAULT).names()
+    return {"index": list(names), "name": list(names.values())}
 
 
 def segmentation_layer_data(
@@ -34,6 +46,7 @@ def segmentation_layer_data(
     translate: tuple[float, ...] | None = None,
     metadata: dict[str, Any] | None = None,
     name: str = SEGMENTATION_LAYER,
+    description: ModelDescription | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], str]:
     """``(data, kwargs, "labels")`` for the segmentation Labels layer.
 
@@ -41,14 +54,15 @@ def segmentation_layer_data(
         labels: ``(T, Z, Y, X)`` label array (cast to uint8 without copying when already uint8).
         scale, translate: the image layer's, so the labels overlay it.
         metadata: e.g. ``ed_frame``, ``es_frame``, ``model``, ``source_layer``.
+        description: what the model segments (class names and colours); default: today's MR model.
     """
     data = np.asarray(labels)
     if data.dtype != np.uint8:
         data = data.astype(np.uint8)
     kwargs: dict[str, Any] = {
         "name": name,
-        "colormap": label_colormap_dict(),
-        "features": {"index": list(LABEL_NAMES), "name": [LABEL_NAMES[k] for k in LABEL_NAMES]},
+        "colormap": label_colormap_dict(description),
+        "features": label_features(description),
         "metadata": dict(metadata or {}),
         "opacity": 0.5,
     }

@@ -5,7 +5,8 @@ Location: ``platformdirs.user_data_dir("napari-cardiac-motion")/models``, or
 
 Every fine-tuned model is written atomically (:func:`~napari_cardiac_motion.model.checkpoint.save_checkpoint`)
 under a new, unique name with metadata: parent model, source image name, corrected slices, steps,
-losses, date. The shipped default checkpoint is never overwritten.
+losses, date, and what the model segments (its parent's description, see
+:mod:`~napari_cardiac_motion.model_description`). The shipped default checkpoint is never overwritten.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .model_description import ModelDescription, with_description
 from .model.checkpoint import default_checkpoint_path, read_checkpoint, save_checkpoint
 from .model.network import JointMotionSegNet
 
@@ -52,11 +54,12 @@ def _is_default(path: Path) -> bool:
 
 
 def save_finetuned(model: JointMotionSegNet, metadata: dict[str, Any], name: str | None = None,
-                   folder: str | os.PathLike | None = None) -> Path:
+                   folder: str | os.PathLike | None = None, description: ModelDescription | None = None) -> Path:
     """Save ``model`` in the model folder under a new name; returns the path.
 
     ``metadata`` should hold ``parent`` (model name/path), ``source_image``, ``corrected_slices``,
-    ``steps`` and ``losses``; ``date``, ``name`` and ``kind = "finetuned"`` are added.
+    ``steps`` and ``losses``; ``date``, ``name`` and ``kind = "finetuned"`` are added, and the model
+    description keys from ``description`` (the parent's; MR defaults when ``None``) unless present.
     """
     now = _dt.datetime.now().astimezone()
     folder = Path(folder) if folder is not None else models_dir()
@@ -67,21 +70,26 @@ def save_finetuned(model: JointMotionSegNet, metadata: dict[str, Any], name: str
     while path.exists() or _is_default(path):
         path = folder / f"{stem}-{k}.pt"
         k += 1
-    meta = dict(metadata)
+    meta = with_description(metadata, description)
     meta.setdefault("date", now.isoformat(timespec="seconds"))
     meta["name"] = path.stem
     meta.setdefault("kind", "finetuned")
     return save_checkpoint(model, path, metadata=meta)
 
 
-def save_model_to(model: JointMotionSegNet, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
-    """Save to an explicit path (CLI ``--out``); refuses to overwrite the shipped default model."""
+def save_model_to(model: JointMotionSegNet, path: str | os.PathLike, metadata: dict[str, Any],
+                  description: ModelDescription | None = None) -> Path:
+    """Save to an explicit path (CLI ``--out``); refuses to overwrite the shipped default model.
+
+    The model description keys come from ``description`` (the parent's; MR defaults when ``None``)
+    unless ``metadata`` has them.
+    """
     path = Path(path)
     if _is_default(path):
         raise CheckpointError(
             f"Refusing to overwrite the shipped default model {path}; choose another --out file."
         )
-    meta = dict(metadata)
+    meta = with_description(metadata, description)
     meta.setdefault("date", _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
     meta.setdefault("name", path.stem)
     meta.setdefault("kind", "finetuned")

@@ -1,6 +1,6 @@
 """Carry a corrected slice's labels to the other frames of that slice through the estimated motion.
 
-Convention (DESIGN.md §1): ``u_t`` is the displacement, in voxels ``(dy, dx)``, from frame t to the
+Convention (:mod:`.conventions`): ``u_t`` is the displacement, in voxels ``(dy, dx)``, from frame t to the
 ED frame: the tissue at pixel ``p`` of frame t was at ``p + u_t(p)`` at ED, so
 ``frame_t(p) ≈ frame_ED(p + u_t(p))`` and ``label_t(p) = label_ED(p + u_t(p))``; ``u_ED = 0``.
 
@@ -19,19 +19,14 @@ For ``s = ED``, ``v_s = 0`` and this is the plain convention.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .errors import InputError
-from .model.transformer import warp
+from .model.transformer import warp_array
 
 
 def _sample(field: np.ndarray, disp: np.ndarray, mode: str) -> np.ndarray:
     """Sample ``field`` ``(C, Y, X)`` at ``p + disp(p)``; ``disp`` ``(N, Y, X, 2)`` → ``(N, C, Y, X)``."""
-    n = disp.shape[0]
-    img = torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32)).unsqueeze(0).expand(n, -1, -1, -1)
-    flow = torch.from_numpy(np.ascontiguousarray(disp, dtype=np.float32)).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        return warp(img.contiguous(), flow, mode=mode).numpy()
+    return warp_array(np.asarray(field)[None], disp, mode=mode)
 
 
 def invert_displacement(u: np.ndarray, iterations: int = 10) -> np.ndarray:

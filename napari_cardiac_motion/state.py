@@ -81,10 +81,6 @@ class ImageState:
 
     # -- read-only views --------------------------------------------------------------------------
     @property
-    def has_result(self) -> bool:
-        return self.result is not None
-
-    @property
     def predicted_labels(self) -> np.ndarray | None:
         """The model's own prediction (a private copy, never painted)."""
         return None if self.tracker is None else self.tracker.prediction
@@ -275,12 +271,6 @@ class ViewerState:
         if done:
             self.notify(key, "edits")
         return done
-
-    def mark_loaded(self, key: Hashable, labels: np.ndarray) -> None:
-        """Labels loaded from a file by the tracker (:meth:`CorrectionTracker.load`): show them."""
-        img = self._edited(key)
-        img.labels[...] = labels
-        self.notify(key, "edits")
 
     def _edited(self, key: Hashable) -> ImageState:
         img = self.images.get(key)

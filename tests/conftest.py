@@ -66,16 +66,46 @@ def sample_cine_path() -> Path:
     return Path(_path())
 
 
+#: the tiny network of the tests (seconds on a CPU); tests override single fields
+TINY_NET = {"channels": (4, 8, 8, 8, 8), "head": 4, "gru_hidden": 4}
+
+
+def tiny_config(**overrides):
+    """A :class:`~napari_cardiac_motion.model.JointConfig` of the tiny test network (``overrides`` replace fields)."""
+    from napari_cardiac_motion.model import JointConfig
+
+    return JointConfig(**{**TINY_NET, **overrides})
+
+
+def tiny_net(**overrides):
+    """A freshly initialised tiny :class:`~napari_cardiac_motion.model.JointMotionSegNet` (see :func:`tiny_config`)."""
+    from napari_cardiac_motion.model import JointMotionSegNet
+
+    return JointMotionSegNet(tiny_config(**overrides))
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Capture napari's ``show_error`` / ``show_info`` / ``show_warning`` calls instead of showing them:
+    ``{"error": [...], "info": [...], "warning": [...]}``."""
+    import napari.utils.notifications as nt
+
+    seen: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
+    for kind in seen:
+        monkeypatch.setattr(nt, f"show_{kind}", lambda msg, *a, _k=kind, **k: seen[_k].append(str(msg)))
+    return seen
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A tiny joint network saved as a checkpoint, for GUI tests: it predicts LV blood pool almost
     everywhere and a small non-zero motion."""
     import torch
 
-    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+    from napari_cardiac_motion.model import save_checkpoint
 
     torch.manual_seed(0)
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, max_flow=4.0))
+    net = tiny_net(max_flow=4.0)
     with torch.no_grad():
         net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
         net.flow_out.weight.normal_(std=0.05)

@@ -18,7 +18,8 @@ from napari_cardiac_motion.cine import Cine
 from napari_cardiac_motion.cli import main
 from napari_cardiac_motion.cli.batch import DONE_FILE, discover_cases, is_finished
 from napari_cardiac_motion.io import write_nifti_image
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+from conftest import tiny_net
+from napari_cardiac_motion.model import save_checkpoint
 
 N_GOOD = 5
 
@@ -28,7 +29,7 @@ def tiny_model(tmp_path_factory) -> Path:
     import torch
 
     torch.manual_seed(0)
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    net = tiny_net()
     with torch.no_grad():  # make the random model label LV blood pool somewhere
         net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
     return save_checkpoint(net, tmp_path_factory.mktemp("m") / "tiny.pt", {"name": "tiny-batch", "version": "7"})

@@ -11,12 +11,13 @@ import pytest
 from napari_cardiac_motion._sample_data import sample_cine_path
 from napari_cardiac_motion.cli import main
 from napari_cardiac_motion.io import read_nifti, read_nifti_flow, read_nifti_labels
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, default_checkpoint_path, save_checkpoint
+from conftest import tiny_net
+from napari_cardiac_motion.model import default_checkpoint_path, save_checkpoint
 
 
 @pytest.fixture
 def tiny_ckpt(tmp_path):
-    model = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    model = tiny_net()
     return save_checkpoint(model, tmp_path / "tiny.pt", {"name": "tiny-test", "version": "0"})
 
 

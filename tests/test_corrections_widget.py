@@ -19,16 +19,6 @@ TIMEOUT_MS = 120_000
 
 
 @pytest.fixture
-def notifications(monkeypatch):
-    import napari.utils.notifications as nt
-
-    seen: dict[str, list[str]] = {"error": [], "info": [], "warning": []}
-    for kind in seen:
-        monkeypatch.setattr(nt, f"show_{kind}", lambda msg, *a, _k=kind, **k: seen[_k].append(str(msg)))
-    return seen
-
-
-@pytest.fixture
 def answers(monkeypatch):
     """Questions the plugin asks; answer with ``answers.append(True/False)`` before the action."""
     class Replies(list):

@@ -91,10 +91,11 @@ def two_pairs(tmp_path):
 def tiny_checkpoint(tmp_path):
     import torch
 
-    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+    from conftest import tiny_net
+    from napari_cardiac_motion.model import save_checkpoint
 
     torch.manual_seed(0)
-    m = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=8, gru_hidden=4))
+    m = tiny_net(head=8)
     return save_checkpoint(m, tmp_path / "tiny.pt", {"name": "tiny", "version": "0"})
 
 

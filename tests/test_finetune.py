@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from napari_cardiac_motion.conventions import UNLABELLED
 from napari_cardiac_motion.errors import CancelledError, InputError
 from napari_cardiac_motion.evaluation.metrics import dice
 from napari_cardiac_motion.training.finetune import FinetuneSettings, blend_models, finetune, split_holdout
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint
+from napari_cardiac_motion.model import JointMotionSegNet, load_checkpoint, save_checkpoint
 from napari_cardiac_motion.preprocessing import normalize_intensity
 
-TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, input_size=(48, 48), max_flow=4.0)
+TINY = tiny_config(input_size=(48, 48), max_flow=4.0)
 FAST = FinetuneSettings(seq_len=3, batch=2, jitter=4)
 
 

@@ -104,11 +104,12 @@ def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_pa
     """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
     import torch
 
-    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+    from conftest import tiny_net
+    from napari_cardiac_motion.model import save_checkpoint
     from napari_cardiac_motion.widgets.run_widget import RunWidget
 
     torch.manual_seed(0)
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    net = tiny_net()
     with torch.no_grad():
         net.seg_head[-1].bias.copy_(torch.tensor([0.0, 2.0, 2.5, 0.0]))
         net.flow_out.weight.normal_(std=0.05)

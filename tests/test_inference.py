@@ -7,11 +7,12 @@ import torch
 from napari_cardiac_motion.devices import available_devices, resolve_device
 from napari_cardiac_motion.errors import CancelledError, CheckpointError, DeviceError, InputError
 from napari_cardiac_motion.inference import cycle_order, predict_cine
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, load_checkpoint, save_checkpoint
+from conftest import tiny_config
+from napari_cardiac_motion.model import JointMotionSegNet, load_checkpoint, save_checkpoint
 from napari_cardiac_motion.motion_refine import RefineSettings
 from napari_cardiac_motion.preprocessing import normalize_intensity
 
-TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4, input_size=(32, 48))
+TINY = tiny_config(input_size=(32, 48))
 
 
 def _cine(t=4, z=2, y=37, x=53, seed=0):

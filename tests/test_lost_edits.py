@@ -1,7 +1,7 @@
-"""Every way of losing the annotator's edits found in issue 9, tried in a real viewer (Xvfb).
+"""Ways of losing the annotator's edits, tried in a real viewer (Xvfb).
 
-Each test failed on the code before the fix (commit ce23d49) and uses only the panels' public surface
-(Run panel, Corrections widget, the Labels layer's own ``paint``), so it can be run against it.
+Each test uses only the panels' public surface (Run panel, Corrections widget, the Labels layer's own
+``paint``).
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ PAINT = 3  # RV: the tiny model predicts LV (1) almost everywhere
 
 
 @pytest.fixture(autouse=True)
-def quiet(monkeypatch, tmp_path):
-    import napari.utils.notifications as nt
-
+def quiet(monkeypatch, tmp_path, notifications):
+    """No message boxes (notifications are captured) and a private model folder."""
     from napari_cardiac_motion.model_store import HOME_ENV
 
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    for name in ("show_error", "show_info", "show_warning"):
-        monkeypatch.setattr(nt, name, lambda *a, **k: None)
 
 
 def _viewer(make_napari_viewer, model_path):
@@ -110,8 +107,7 @@ def test_paint_while_run_is_working_is_kept(make_napari_viewer, qtbot, model_pat
         gate.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(inference, "predict_cine", held)
-    monkeypatch.setattr(rw, "predict_cine", held, raising=False)
+    monkeypatch.setattr(inference, "predict_cine", held)  # the job looks it up on the module at call time
     run.run_button.click()
     assert run.is_running
     painted = _brush(seg, 3, 1)  # the annotator keeps working while the model runs

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, warp
+from conftest import tiny_config
+from napari_cardiac_motion.model import JointMotionSegNet, warp
 from napari_cardiac_motion.model.losses import (
     charbonnier_smoothness,
     motion_loss,
@@ -13,7 +14,7 @@ from napari_cardiac_motion.model.losses import (
     warped_label_loss,
 )
 
-TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4)
+TINY = tiny_config()
 
 
 def _smooth_image(h=40, w=48, seed=0):

@@ -120,10 +120,11 @@ def test_jobs_get_private_model_copies(tmp_path):
     pytest.importorskip("qtpy")
     import torch
 
-    from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint
+    from conftest import tiny_net
+    from napari_cardiac_motion.model import save_checkpoint
     from napari_cardiac_motion.widgets._jobs import private_model
 
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    net = tiny_net()
     path = save_checkpoint(net, tmp_path / "m.pt", {"name": "m"})
     a, _ = private_model(str(path))
     b, _ = private_model(str(path))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from napari_cardiac_motion.errors import CheckpointError
-from napari_cardiac_motion.model import JointConfig, JointMotionSegNet
+from conftest import tiny_net
 from napari_cardiac_motion.model.checkpoint import default_checkpoint_path
 from napari_cardiac_motion.model_store import delete_model, list_models, save_finetuned
 
 
 def test_list_and_delete(tmp_path):
-    net = JointMotionSegNet(JointConfig(channels=(4, 8, 8, 8, 8), head=4, gru_hidden=4))
+    net = tiny_net()
     folder = tmp_path / "models"
     a = save_finetuned(net, {"source_image": "a", "date": "2026-01-01T00:00:00"}, folder=folder)
     b = save_finetuned(net, {"source_image": "b", "date": "2026-01-02T00:00:00"}, folder=folder)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from napari_cardiac_motion.model.checkpoint import load_checkpoint
 from napari_cardiac_motion.model.losses import IGNORE_INDEX
 from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
@@ -34,7 +35,7 @@ def _restore_threads():
     torch.set_num_threads(n)
 
 
-TINY = JointConfig(channels=(4, 8, 8, 8, 8), head=8, gru_hidden=4, input_size=(96, 96)).to_dict()
+TINY = tiny_config(head=8, input_size=(96, 96)).to_dict()
 
 
 def _tiny_cfg(tmp_path, **kw) -> TrainConfig:

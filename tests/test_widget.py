@@ -10,6 +10,7 @@ napari = pytest.importorskip("napari")
 
 from napari.layers import Image, Labels, Vectors  # noqa: E402
 
+from napari_cardiac_motion.layers import segmentation_layer_data  # noqa: E402
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint  # noqa: E402
 from napari_cardiac_motion.widgets import get_session, get_state  # noqa: E402
 from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
@@ -29,17 +30,6 @@ def model_path(tmp_path_factory):
         net.flow_out.weight.normal_(std=0.05)
         net.flow_out.bias.fill_(0.05)
     return save_checkpoint(net, tmp_path_factory.mktemp("models") / "m.pt", {"name": "test", "version": "0"})
-
-
-@pytest.fixture
-def notifications(monkeypatch):
-    """Capture ``show_error`` / ``show_info`` calls instead of showing them."""
-    import napari.utils.notifications as nt
-
-    seen: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(nt, "show_error", lambda msg, *a, **k: seen["error"].append(str(msg)))
-    monkeypatch.setattr(nt, "show_info", lambda msg, *a, **k: seen["info"].append(str(msg)))
-    return seen
 
 
 def _tiny_layer_data(tiny_cine):
@@ -98,7 +88,7 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     assert len(mot.data) < 5000 * n_t * n_z  # subsampled: thousands per frame and slice at most
     for value in (1, 2, 3):  # fixed colours
         np.testing.assert_allclose(seg.colormap.map(np.array([value]))[0],
-                                   rw.segmentation_layer_data(np.zeros((1, 1, 1, 1)))[1]["colormap"][value])
+                                   segmentation_layer_data(np.zeros((1, 1, 1, 1)))[1]["colormap"][value])
     assert tuple(viewer.dims.axis_labels[-4:]) == ("t", "z", "y", "x")  # not "-4", "-3"
     state = get_state(viewer).current
     assert get_session(viewer).image_layer(state.key) is image and state.result is not None
@@ -107,6 +97,33 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     np.testing.assert_array_equal(state.predicted_labels, seg.data)
     assert state.predicted_labels is not seg.data  # a private copy for diffing painted corrections
     assert state.cine is not None and state.cine.shape == image.data.shape
+
+
+def test_labels_layer_names_come_from_the_model(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
+                                              tmp_path):
+    """A model saved with its own classes names and colours the Labels layer; another model renames it."""
+    import torch
+
+    from conftest import tiny_net
+
+    torch.manual_seed(0)
+    classes = [{"value": 1, "name": "LV cavity", "key": "LV", "color": [1.0, 0.0, 0.0, 1.0]},
+               {"value": 2, "name": "LV wall", "key": "Myo", "color": [0.0, 1.0, 0.0, 1.0]},
+               {"value": 3, "name": "left atrium", "key": "LA", "color": [1.0, 1.0, 0.0, 1.0]}]
+    echo = save_checkpoint(tiny_net(), tmp_path / "echo.pt", {"name": "echo", "modality": "US", "classes": classes})
+    viewer, widget = _make(make_napari_viewer, echo)
+    viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale())
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    seg = viewer.layers["segmentation"]
+    assert list(seg.features["name"]) == ["background", "LV cavity", "LV wall", "left atrium"]
+    np.testing.assert_allclose(seg.colormap.map(np.array([3]))[0], (1.0, 1.0, 0.0, 1.0))
+    widget.set_model_path(model_path)  # today's MR model (no classes in its metadata: the defaults)
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    assert viewer.layers["segmentation"] is seg
+    assert list(seg.features["name"]) == ["background", "LV blood pool", "LV myocardium", "RV blood pool"]
+    np.testing.assert_allclose(seg.colormap.map(np.array([3]))[0], (0.25, 0.45, 0.95, 1.0))
 
 
 def test_rerun_replaces_layers(make_napari_viewer, qtbot, model_path, tiny_cine, notifications):

@@ -4,6 +4,10 @@
 unit: ``lv_edv_ml``, ``lv_ef_percent``, ``lv_mass_g``, …), ``ed_frame``/``es_frame``, the curves
 (``time_ms``, ``lv_volume_ml``, ``rv_volume_ml``, ``strain``), per-slice areas, ``units`` and ``help``
 (one line per measure), model and input.
+
+The structures are found through the model's :class:`~..model_description.ModelDescription` (by class key
+``LV``, ``Myo``, ``RV``); :attr:`Measurements.description` gives the plots their names and colours. It is
+not part of ``measurements.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model_description import MR_DEFAULT, ModelDescription, describe
 from .strain import SEGMENT_NAMES, StrainResult, strain_curves
 from .volumes import (MYOCARDIAL_DENSITY_G_PER_ML, bsa_mosteller, choose_ed_es, ejection_fraction_percent,
                       myocardial_mass_g, volume_curves)
@@ -73,6 +78,7 @@ class Measurements:
 
     Curves are per frame (``T``); ``time_ms`` is ``None`` when the frame interval is unknown.
     ``slice_area_mm2`` maps ``lv``/``myo``/``rv`` to ``(T, Z)`` areas. ``strain`` is ``None`` without motion.
+    ``description`` is what the model segments (class names and colours for plots and tables).
     """
 
     scalars: dict[str, float | int | None]
@@ -87,6 +93,7 @@ class Measurements:
     model: dict[str, Any] = field(default_factory=dict)
     input: str | None = None
     notes: list[str] = field(default_factory=list)
+    description: ModelDescription = MR_DEFAULT
 
     def __getitem__(self, key: str):
         return self.scalars[key]
@@ -175,6 +182,7 @@ def compute_measurements(
     affine: np.ndarray | None = None,
     model: dict[str, Any] | None = None,
     input: str | None = None,  # noqa: A002 (the JSON key)
+    description: ModelDescription | None = None,
 ) -> Measurements:
     """The full read-out from labels ``(T, Z, Y, X)`` (and motion ``(T, Z, Y, X, 2)`` for strain).
 
@@ -185,8 +193,10 @@ def compute_measurements(
         ed_frame, es_frame: override the choice from the LV volume curve (largest / smallest).
         height_cm, weight_kg: for body surface area (Mosteller) and indexed values.
         affine: the image's NIfTI affine (orientation of the AHA segments).
+        description: what the model segments (which label value is LV, Myo, RV); default: today's MR model.
     """
-    curves = volume_curves(labels, spacing, frame_interval_ms)
+    desc = description or MR_DEFAULT
+    curves = volume_curves(labels, spacing, frame_interval_ms, desc)
     ed, es = choose_ed_es(curves.lv_ml, ed_frame, es_frame)
     lv_edv, lv_esv = float(curves.lv_ml[ed]), float(curves.lv_ml[es])
     rv_edv, rv_esv = float(curves.rv_ml[ed]), float(curves.rv_ml[es])
@@ -209,7 +219,8 @@ def compute_measurements(
         s[f"{key}_index_ml_m2"] = val / bsa if bsa else None
     s["lv_mass_index_g_m2"] = mass / bsa if bsa else None
     if rv_edv == 0:
-        notes.append("no RV blood pool at ED: RV measures are not available")
+        rv = desc.by_key("RV")
+        notes.append(f"no {rv.name if rv is not None else 'RV blood pool'} at ED: RV measures are not available")
     strain = None
     if motion is not None and n_t > 1:
         ref = ed if motion_reference_frame is None else int(motion_reference_frame)
@@ -227,17 +238,22 @@ def compute_measurements(
         scalars=ordered, lv_volume_ml=curves.lv_ml, rv_volume_ml=curves.rv_ml, myo_volume_ml=curves.myo_ml,
         time_ms=curves.time_ms, slice_area_mm2=curves.area_mm2, strain=strain,
         spacing_mm=tuple(float(v) for v in spacing), frame_interval_ms=float(frame_interval_ms),  # type: ignore[arg-type]
-        model=dict(model or {}), input=input, notes=notes,
+        model=dict(model or {}), input=input, notes=notes, description=desc,
     )
 
 
 def measurements_for_prediction(result, cine, model_meta: dict | None = None, input: str | None = None,  # noqa: A002
                                 height_cm: float | None = None, weight_kg: float | None = None) -> Measurements:
-    """The read-out of an :class:`~..inference.InferenceResult` on its :class:`~..cine.Cine`."""
+    """The read-out of an :class:`~..inference.InferenceResult` on its :class:`~..cine.Cine`.
+
+    ``model_meta`` is the model's checkpoint metadata: its name and version go into the read-out, its
+    description (:func:`~..model_description.describe`) says which label is which structure.
+    """
     meta = model_meta or {}
     return compute_measurements(
         result.labels, cine.spacing, cine.frame_interval_ms, motion=result.motion,
         motion_reference_frame=result.ed_frame, ed_frame=result.ed_frame, es_frame=None,
         height_cm=height_cm, weight_kg=weight_kg, affine=cine.affine,
         model={"name": meta.get("name"), "version": meta.get("version")}, input=input,
+        description=describe(meta),
     )

@@ -1,7 +1,8 @@
 """Exports of a :class:`~.measurements.Measurements`: JSON, CSV, PNG figures and a one-page HTML report.
 
 Figures use matplotlib's object API with the Agg canvas (no pyplot state, no GUI; safe off the main
-thread). The plotting functions draw onto a given ``Axes`` so the napari panel reuses them. Every file
+thread). The plotting functions draw onto a given ``Axes`` so the napari panel reuses them; structure
+names and colours come from the model's description (:attr:`Measurements.description`). Every file
 is written atomically.
 """
 
@@ -23,7 +24,6 @@ from ..atomic import atomic_write
 from .measurements import SCALAR_MEASURES, Measurements
 from .strain import SEGMENT_NAMES
 
-LV_COLOUR, RV_COLOUR, MYO_COLOUR = "#e63333", "#4073f2", "#33bf4d"
 RADIAL_COLOUR, CIRC_COLOUR = "#d95f02", "#7570b3"
 
 
@@ -115,11 +115,12 @@ def write_cohort_csv(rows: list[dict[str, Any]], path: str | os.PathLike, first:
 # ----------------------------------------------------------------------------- plots
 
 def plot_volumes(ax, m: Measurements) -> None:
-    """LV and RV volume (ml) over time, ED and ES marked."""
+    """LV and RV volume (ml) over time, ED and ES marked (names and colours of the model's classes)."""
     t, unit = m.time_axis()
-    ax.plot(t, m.lv_volume_ml, "-o", color=LV_COLOUR, ms=3, label="LV")
+    d = m.description
+    ax.plot(t, m.lv_volume_ml, "-o", color=d.hex_color("LV"), ms=3, label="LV")
     if np.any(m.rv_volume_ml > 0):
-        ax.plot(t, m.rv_volume_ml, "-o", color=RV_COLOUR, ms=3, label="RV")
+        ax.plot(t, m.rv_volume_ml, "-o", color=d.hex_color("RV"), ms=3, label="RV")
     for f, name in ((m.ed_frame, "ED"), (m.es_frame, "ES")):
         ax.axvline(t[f], color="0.6", lw=0.8, ls=":")
         ax.annotate(name, (t[f], 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)

@@ -1,7 +1,8 @@
 """Chamber volumes, ejection fraction, myocardial mass and body surface area from labels.
 
-Labels are ``(T, Z, Y, X)`` uint8 (``1`` LV blood pool, ``2`` LV myocardium, ``3`` RV blood pool; see
-``conventions.py``); spacing is ``(dz, dy, dx)`` in mm, so one voxel holds ``dz·dy·dx`` mm³ and
+Labels are ``(T, Z, Y, X)`` uint8 (today's MR model: ``1`` LV blood pool, ``2`` LV myocardium, ``3`` RV
+blood pool; a model's :class:`~..model_description.ModelDescription` says which value holds which structure,
+found by its key ``LV``, ``Myo``, ``RV``; a structure the model does not segment has volume 0); spacing is ``(dz, dy, dx)`` in mm, so one voxel holds ``dz·dy·dx`` mm³ and
 1 ml = 1000 mm³. Volumes are voxel counts times the voxel volume (the slices are treated as slabs of
 thickness ``dz``, the usual "summation of discs" of cardiac MR).
 """
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conventions import LV_BLOOD_POOL, LV_MYOCARDIUM, RV_BLOOD_POOL
+from ..conventions import ed_es_from_lv_volumes
 from ..errors import InputError
+from ..model_description import MR_DEFAULT, ModelDescription
 
 #: density of myocardium (g/ml) used for LV mass (the value used by cardiac MR guidelines)
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
@@ -54,13 +56,23 @@ def check_labels(labels: np.ndarray, spacing) -> tuple[np.ndarray, tuple[float, 
     return lab, sp  # type: ignore[return-value]
 
 
-def volume_curves(labels: np.ndarray, spacing, frame_interval_ms: float = 0.0) -> VolumeCurves:
-    """Volumes (ml) of every frame and areas (mm²) of every slice, for LV, myocardium and RV."""
+#: the structures measured, by the key of their class in a model description
+MEASURED_KEYS = ("LV", "Myo", "RV")
+
+
+def volume_curves(labels: np.ndarray, spacing, frame_interval_ms: float = 0.0,
+                  description: ModelDescription | None = None) -> VolumeCurves:
+    """Volumes (ml) of every frame and areas (mm²) of every slice, for LV, myocardium and RV.
+
+    ``description`` says which label value holds each structure (default: today's MR model).
+    """
     lab, (dz, dy, dx) = check_labels(labels, spacing)
     n_t, n_z = lab.shape[:2]
     flat = lab.reshape(n_t * n_z, -1)
-    # counts[i, c] = number of voxels of class c in (frame, slice) i
-    counts = np.stack([(flat == c).sum(1) for c in (LV_BLOOD_POOL, LV_MYOCARDIUM, RV_BLOOD_POOL)], 1)
+    desc = description or MR_DEFAULT
+    values = [desc.value_of(k) for k in MEASURED_KEYS]
+    # counts[i, c] = number of voxels of class c in (frame, slice) i (0 for a structure the model lacks)
+    counts = np.stack([(flat == c).sum(1) if c is not None else np.zeros(len(flat), np.int64) for c in values], 1)
     area = counts.reshape(n_t, n_z, 3).astype(np.float64) * dy * dx
     vol = area.sum(1) * dz / MM3_PER_ML
     time_ms = np.arange(n_t, dtype=np.float64) * frame_interval_ms if frame_interval_ms > 0 else None
@@ -75,8 +87,9 @@ def choose_ed_es(lv_ml: np.ndarray, ed_frame: int | None = None, es_frame: int |
     for name, f in (("ED", ed_frame), ("ES", es_frame)):
         if f is not None and not 0 <= int(f) < n_t:
             raise InputError(f"{name} frame {f} is out of range: the cine has frames 0–{n_t - 1}.")
-    ed = int(ed_frame) if ed_frame is not None else int(np.argmax(lv))
-    es = int(es_frame) if es_frame is not None else int(np.argmin(lv))
+    auto_ed, auto_es = ed_es_from_lv_volumes(lv)
+    ed = int(ed_frame) if ed_frame is not None else auto_ed
+    es = int(es_frame) if es_frame is not None else auto_es
     return ed, es
 
 

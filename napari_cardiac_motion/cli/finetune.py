@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..training.finetune import FinetuneSettings, finetune, labelled_mask
 from ..io import read_cine, read_nifti_labels
 from ..model import load_checkpoint
+from ..model_description import describe
 from ..model_store import save_model_to
 from .progress import TqdmProgress
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "check": check,
         "kept_original": hist["kept_original"],
     }
-    path = save_model_to(new_model, out, metadata)
+    path = save_model_to(new_model, out, metadata, describe(meta))
     first, last = hist["losses"][0]["total"], hist["losses"][-1]["total"]
     print(json.dumps({"out": str(path), "steps": hist["steps"], "corrected_slices": len(hist["corrected"]),
                       "ed_frame": hist["ed_frame"], "loss_first": round(first, 4), "loss_last": round(last, 4),

@@ -1,6 +1,6 @@
 """NIfTI input/output.
 
-Axis orders (DESIGN.md §1):
+Axis orders (see :mod:`..conventions`):
 
 * NIfTI files store ``(X, Y, Z, T)``; in memory a cine is ``(T, Z, Y, X)``.
 * Labels: file ``(X, Y, Z, T)`` uint8  <->  memory ``(T, Z, Y, X)`` uint8.

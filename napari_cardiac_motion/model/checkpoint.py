@@ -5,6 +5,10 @@ A checkpoint is a ``torch.save`` dict::
     {"format": "napari-cardiac-motion", "format_version": 1,
      "config": JointConfig.to_dict(), "state_dict": ..., "metadata": {"name", "version", ...}}
 
+The metadata also says what the model segments (``modality``, ``classes``, ``geometry``; see
+:mod:`..model_description`): :func:`save_checkpoint` fills in today's MR defaults when they are not given,
+and :func:`load_checkpoint` does the same for checkpoints written before these keys existed.
+
 It is loaded with ``weights_only=True`` (no arbitrary code runs when a file is opened).
 """
 
@@ -19,6 +23,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..errors import CheckpointError
+from ..model_description import describe, with_description
 from .network import JointConfig, JointMotionSegNet
 
 FORMAT = "napari-cardiac-motion"
@@ -36,14 +41,21 @@ def save_checkpoint(model: JointMotionSegNet, path: str | os.PathLike, metadata:
     """Write ``model`` to ``path`` atomically (temp file in the same folder, then rename).
 
     ``extra`` holds additional tensors/values (e.g. optimiser state for resuming training).
+    ``metadata`` gets the model description keys (MR defaults for those missing); a class value the
+    network cannot output raises ``ValueError``.
     """
     path = Path(path)
+    metadata = with_description(metadata)
+    top = describe(metadata).max_value
+    if top >= model.config.num_classes:
+        raise ValueError(f"the model description lists label value {top} but the network outputs "
+                         f"{model.config.num_classes} classes (0–{model.config.num_classes - 1})")
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": dict(metadata or {}),
+        "metadata": metadata,
     }
     if extra:
         payload["extra"] = extra
@@ -83,7 +95,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike | None = None, device: torch.device | str = "cpu"
                     ) -> tuple[JointMotionSegNet, dict[str, Any]]:
-    """Build the network from a checkpoint (default: the shipped one); returns ``(model in eval mode, metadata)``."""
+    """Build the network from a checkpoint (default: the shipped one); returns ``(model in eval mode, metadata)``.
+
+    The metadata always holds the model description keys (see :mod:`..model_description`): a checkpoint
+    without them is today's MR model.
+    """
     path = default_checkpoint_path() if path is None or str(path) == "" else Path(path)
     payload = read_checkpoint(path)
     try:
@@ -94,7 +110,11 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: torch.device 
             f"Checkpoint '{path}' does not match the network architecture ({exc}). It may come from another "
             "version of the plugin; use the shipped default model."
         ) from None
-    metadata = dict(payload.get("metadata", {}))
+    try:
+        metadata = with_description(payload.get("metadata", {}))
+        describe(metadata)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint '{path}' has an invalid model description ({exc}).") from None
     metadata.setdefault("name", path.stem)
     metadata["path"] = str(path)
     model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Losses of the joint model (DESIGN.md §2).
+"""Losses of the joint model (weakly supervised segmentation, unsupervised motion, joint label warping).
 
 Axis orders: images ``(B, 1, H, W)``, flows ``(B, 2, H, W)`` (dy, dx) in pixels, logits
 ``(B, C, H, W)``, integer labels ``(B, H, W)`` (int64) with ``ignore_index`` marking unlabelled voxels.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..conventions import UNLABELLED
 from .transformer import warp
 
-IGNORE_INDEX = 255
+#: the target value the losses ignore: the unlabelled value of corrections files
+IGNORE_INDEX = UNLABELLED
 
 
 def charbonnier_smoothness(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -82,7 +84,7 @@ def one_hot_labels(labels: torch.Tensor, num_classes: int, ignore_index: int = I
 
 def consistency_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Mean-teacher consistency: ``KL(p_teacher || p_student)`` of the class probabilities
-    ``(B, C, H, W)``, summed over classes, mean over voxels (Wu et al. 2022; DESIGN.md §3)."""
+    ``(B, C, H, W)``, summed over classes, mean over voxels (Wu et al. 2022)."""
     t = teacher_logits.detach()
     p_t = torch.softmax(t, 1)
     return (p_t * (torch.log_softmax(t, 1) - torch.log_softmax(student_logits, 1))).sum(1).mean()

@@ -33,7 +33,7 @@ Training (each step: ``batch`` slices, each a short sequence that starts at ED a
   also uses propagated labels — could not see it); with only a non-ED frame corrected, the ED
   prediction warped to that frame is scored against it;
 * a **regulariser against forgetting** (``guard``): ``"teacher"`` = mean-teacher consistency (KL of the
-  class probabilities) on uncorrected frames to an EMA copy of the model (Wu et al. 2022, DESIGN.md §3);
+  class probabilities) on uncorrected frames to an EMA copy of the model (Wu et al. 2022);
   ``"l2sp"`` = L2 penalty toward the starting weights; ``None``.
 
 BatchNorm layers are kept in eval mode (running statistics frozen, affine parameters trained): with
@@ -59,7 +59,7 @@ import torch
 import torch.nn as nn
 
 from ..cine import Cine, validate_cine_array
-from ..conventions import LV_BLOOD_POOL, STRUCTURE_KEYS, UNLABELLED
+from ..conventions import LV_BLOOD_POOL, STRUCTURE_KEYS, UNLABELLED, ed_es_from_lv_volumes
 from ..devices import resolve_device
 from ..errors import CancelledError, InputError
 from ..evaluation.metrics import dice
@@ -234,7 +234,7 @@ def estimate_ed_frame(model: JointMotionSegNet, image: np.ndarray, slices: list[
         for z in slices:
             x = torch.from_numpy(image[:, z]).unsqueeze(1).to(device)
             lv += (model.segment(x).argmax(1) == LV_BLOOD_POOL).flatten(1).sum(1).cpu().numpy()
-    return int(np.argmax(lv))
+    return ed_es_from_lv_volumes(lv)[0]
 
 
 def _segment_pairs(model: JointMotionSegNet, image: np.ndarray, pairs: list[tuple[int, int]],
@@ -303,7 +303,7 @@ def propagated_check(model: JointMotionSegNet, image: np.ndarray, corr: np.ndarr
             src = torch.from_numpy(corr[t, z].astype(np.int64))[None].to(device)
             for k in range(1, len(frames)):
                 lab = propagated_pseudo_labels(src, flows[:, k], model.config.num_classes)[0]
-                out.append(lab.to(torch.uint8).cpu().numpy())  # IGNORE_INDEX == UNLABELLED == 255
+                out.append(lab.to(torch.uint8).cpu().numpy())  # IGNORE_INDEX is UNLABELLED
                 out_pairs.append((frames[k], z))
     shape = (0,) + image.shape[2:]
     return out_pairs, (np.stack(out) if out else np.zeros(shape, np.uint8))

@@ -164,6 +164,7 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
 
     The one call site of the core fine-tuning function in the GUI.
     """
+    from ..model_description import describe
     from ..model_store import save_finetuned
 
     model, meta = private_model(model_path)
@@ -183,8 +184,9 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     for k in ("accepted", "guard_report", "kept"):
         if k in history:
             metadata[k] = history[k]
-    path = save_finetuned(new_model, metadata, folder=folder)
-    meta = dict(metadata, name=path.stem, path=str(path))
+    description = describe(meta)
+    path = save_finetuned(new_model, metadata, folder=folder, description=description)
+    meta = dict(metadata, **description.to_metadata(), name=path.stem, path=str(path))
     return _predict(cine, new_model, meta, str(path), device, ed_frame, arrow_mode, None, cancel, history)
 
 

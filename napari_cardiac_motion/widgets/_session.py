@@ -29,13 +29,11 @@ from typing import Any, Callable, Hashable, Iterable
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
+from ..conventions import AXIS_LABELS, MOTION_LAYER, SEGMENTATION_LAYER
 from ..corrections import Pair
 from ..state import EditsWouldBeLost, ImageState, ViewerState
 from ._jobs import LayerSnapshot, PredictionOutput
 from ._runner import JobRunner
-
-AXIS_LABELS = ("t", "z", "y", "x")
 
 
 def ask(parent: Any, title: str, text: str) -> bool:
@@ -342,9 +340,13 @@ class Session(QObject):
         return base if base not in names else f"{base} ({image_name})"
 
     def _put_segmentation(self, key, img: ImageState, meta: dict, replaced: bool):
+        """Create or update the image's Labels layer; class names and colours come from the model's
+        description (:func:`~..model_description.describe` of the image's model metadata)."""
         from ..layers import segmentation_layer_data
+        from ..model_description import describe
 
-        data, kwargs, _ = segmentation_layer_data(img.labels, img.scale, img.translate, meta)
+        data, kwargs, _ = segmentation_layer_data(img.labels, img.scale, img.translate, meta,
+                                                  description=describe(img.model_metadata))
         layer = self.layers.get(key, {}).get("segmentation")
         viewer = self.viewer
         if layer is not None and layer in viewer.layers and layer.ndim == data.ndim:
@@ -353,6 +355,10 @@ class Session(QObject):
             layer.scale = kwargs["scale"]
             layer.translate = kwargs["translate"]
             layer.metadata = kwargs["metadata"]
+            old = getattr(layer, "features", None)
+            if old is None or list(old.get("name", [])) != kwargs["features"]["name"]:
+                layer.features = kwargs["features"]  # another model: its class names and colours
+                layer.colormap = kwargs["colormap"]
             reset = _private(layer, "_reset_history")
             if reset is not None:  # napari's undo must not replay pre-run values
                 reset()

@@ -41,6 +41,7 @@ from ..analysis import SCALAR_MEASURES, Measurements, compute_measurements
 from ..analysis import report as rep
 from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
+from ..model_description import MR_DEFAULT, describe
 from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
 from ._combo import refill_combo
 
@@ -62,10 +63,10 @@ DISPLAY_NAMES = {
 def _prediction_for(viewer, seg_layer) -> dict[str, Any]:
     """Dense motion, its reference frame, model and image info of the prediction behind ``seg_layer``.
 
-    Asks the plugin's per-viewer session (or the older per-viewer state); empty when the layer is not
-    the plugin's or nothing is known (volumes still work without it).
+    Asks the plugin's per-viewer session; empty when the layer is not the plugin's or nothing is known
+    (volumes still work without it).
     """
-    try:  # current layout: widgets/_session.py
+    try:
         from ._session import get_session
 
         session = get_session(viewer)
@@ -75,15 +76,6 @@ def _prediction_for(viewer, seg_layer) -> dict[str, Any]:
             return {"motion": img.result.motion, "motion_ed": int(img.result.ed_frame), "cine": img.cine,
                     "model": dict(img.model_metadata or {})}
     except Exception:  # noqa: BLE001 - an absent or different session: read the layer alone
-        pass
-    try:  # earlier layout: widgets/_state.py
-        from ._state import get_state  # type: ignore[import-not-found]
-
-        st = get_state(viewer)
-        if getattr(st, "segmentation_layer", None) is seg_layer and getattr(st, "result", None) is not None:
-            return {"motion": st.result.motion, "motion_ed": int(st.result.ed_frame), "cine": st.cine,
-                    "model": dict(st.model_metadata or {})}
-    except Exception:  # noqa: BLE001
         pass
     return {}
 
@@ -113,11 +105,16 @@ def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
     if motion is not None and tuple(motion.shape[:4]) != labels.shape:
         motion = None
     model = pred.get("model") or {"name": meta.get("model"), "version": meta.get("model_version")}
+    try:
+        description = describe(model)
+    except ValueError:  # a malformed description: today's MR classes
+        description = MR_DEFAULT
     source = img_meta.get("source_path") or img_meta.get("path") or meta.get("source_layer") or seg_layer.name
     return {"labels": labels, "spacing": tuple(float(s) for s in spacing), "interval": float(interval or 0.0),
             "affine": None if affine is None else np.asarray(affine, float), "motion": motion,
             "motion_ed": pred.get("motion_ed", meta.get("ed_frame")),
-            "model": {"name": model.get("name"), "version": model.get("version")}, "input": str(source)}
+            "model": {"name": model.get("name"), "version": model.get("version")}, "input": str(source),
+            "description": description}
 
 
 def _motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
@@ -140,7 +137,7 @@ def _compute(inputs: dict[str, Any], ed: int | None, es: int | None, height: flo
             inputs["labels"], inputs["spacing"], inputs["interval"], motion=inputs["motion"],
             motion_reference_frame=motion_ed, ed_frame=ed if ed is not None else motion_ed, es_frame=es,
             height_cm=height, weight_kg=weight, affine=inputs["affine"], model=inputs["model"],
-            input=inputs["input"])
+            input=inputs["input"], description=inputs.get("description"))
     except CardiacMotionError as exc:
         return exc
     return m, render_curves(m, **render)
@@ -165,7 +162,8 @@ class FunctionWidget(QWidget):
         self._busy_export = False
 
         self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("Labels layer (T, Z, Y, X): 1 LV blood pool, 2 LV myocardium, 3 RV blood pool.")
+        classes = ", ".join(f"{c.value} {c.name}" for c in MR_DEFAULT.classes)
+        self.layer_combo.setToolTip(f"Labels layer (T, Z, Y, X): {classes}.")
         self.ed_spin, self.es_spin = QSpinBox(), QSpinBox()
         for spin, what in ((self.ed_spin, "ED: largest LV volume (or the model's ED)"), (self.es_spin,
                                                                                           "ES: smallest LV volume")):

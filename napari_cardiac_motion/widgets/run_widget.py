@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..devices import available_devices
-from ..layers import ARROW_MODES, segmentation_layer_data  # noqa: F401  (re-exported for tests)
-from ._jobs import ARROW_MIN_LENGTH, ARROW_STEP, arrows_job, predict_job  # noqa: F401
+from ..layers import ARROW_MODES
+from ._jobs import arrows_job, predict_job
 from ._session import Session, get_session, layer_snapshot
 from ._combo import refill_combo
 

@@ -6,7 +6,7 @@
 Default input: ``../shared/data/sunnybrook/SC-HF-I-5/sa.nii.gz`` (256×256×11×20, 1.37 mm pixels) when
 present, else a synthetic cine of that size with 1.37 mm pixels. Prints the warm wall time (median of
 ``--repeats`` runs after one warm-up), the process CPU time, frames per second, the region processed and
-(``--flops``) the FLOPs of one pass counted with torch's FlopCounterMode. Target (issue 7): ≤ 10 s on
+(``--flops``) the FLOPs of one pass counted with torch's FlopCounterMode. Target: ≤ 8 s on
 the project's 2-core CPU, ≤ 0.1 s on a GPU.
 """
 

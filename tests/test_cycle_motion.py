@@ -107,3 +107,50 @@ def test_unknown_motion_mode_is_a_clear_error(beating):
     cine, model, _ = beating
     with pytest.raises(InputError, match="pairwise"):
         predict_cine(cine, model, device="cpu", ed_frame=0, motion_mode="sideways")
+
+
+def test_temporal_fusion_out_of_range_is_a_clear_error(beating):
+    from napari_cardiac_motion.errors import InputError
+
+    cine, model, _ = beating
+    with pytest.raises(InputError, match="temporal_fusion"):
+        predict_cine(cine, model, device="cpu", ed_frame=0, temporal_fusion=1.5)
+
+
+def test_evaluate_cycles_command_line(beating, tmp_path, capsys):
+    """``evaluate --cycles`` on a Sunnybrook-style folder (sa.nii.gz, labels.nii.gz, info.json): the
+    whole-cycle figures come out, the true motion is found and comes back, ED→ES propagation is scored."""
+    import json
+
+    from napari_cardiac_motion.cli import main
+    from napari_cardiac_motion.io.nifti import write_nifti_image, write_nifti_labels
+
+    cine, _, ring = beating
+    case = tmp_path / "cines" / "beating"
+    case.mkdir(parents=True)
+    write_nifti_image(case / "sa.nii.gz", cine)
+    yy, xx = np.mgrid[:H, :W]
+    r = np.hypot(yy - 64.0, xx - 70.0)
+    lab = np.zeros((T, Z, H, W), np.uint8)
+    for t in (0, T // 2):
+        r_in, r_out = _radii(t)
+        for z in range(Z):
+            k = 1.0 - 0.1 * z
+            if t == 0:
+                lab[t, z][r < r_out * k] = 2
+            lab[t, z][r < r_in * k] = 1
+    write_nifti_labels(case / "labels.nii.gz", lab, cine.affine, cine.spacing)
+    (case / "info.json").write_text(json.dumps({
+        "epi_contour_frames": {"0": [0, 1, 2]}, "endo_contour_frames": {"0": [0, 1, 2], str(T // 2): [0, 1, 2]}}))
+    out = tmp_path / "cycles.json"
+    assert main(["evaluate", "--data", str(tmp_path / "cines"), "--cycles", "--device", "cpu",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "beating" in printed and "carried Myo Dice" in printed
+    res = json.loads(out.read_text())
+    case_res = res["cases"][0]
+    assert case_res["frames"] == T and case_res["es_frame"] == T // 2
+    assert len(case_res["displacement_mm"]) == T
+    assert case_res["last_displacement_mm"] < 0.25 * case_res["peak_displacement_mm"]
+    assert case_res["propagation"]["LV"] > 0.8  # the ED cavity carried to ES by the motion
+    assert res["motion_mode"] == "pairwise"

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
         write_slicer_displacement(out / "displacement", result.motion, cine.affine)
     atomic_write_json(out / "result.json", summary)
-    from ..analysis import measurements_for_prediction, report  # clinical read-out (issue 8)
+    from ..analysis import measurements_for_prediction, report  # clinical read-out
     report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)), out / "measurements.json")
     print(json.dumps({k: summary[k] for k in ("ed_frame", "es_frame", "device", "seconds", "frames_per_second")}))
     return 0

@@ -1,7 +1,7 @@
 """Classical baseline: SimpleITK diffeomorphic demons, slice by slice, ED labels propagated to ES.
 
 SimpleITK is an optional extra (``pip install napari-cardiac-motion[baseline]``), imported lazily.
-Convention as the model's (DESIGN.md §1): for each slice, the displacement ``u`` on the ES grid
+Convention as the model's (see ``conventions``): for each slice, the displacement ``u`` on the ES grid
 satisfies ``ES(p) ≈ ED(p + u(p))`` (ITK: fixed = ES, moving = ED), and the propagated labels are
 ``label_ES(p) = label_ED(p + u(p))`` (nearest neighbour).
 

@@ -1,4 +1,4 @@
-"""Geometry transforms of an evaluation scan, with truthful spacing (robustness checks of issue 7).
+"""Geometry transforms of an evaluation scan, with truthful spacing (robustness checks).
 
 Each transform re-samples a cine ``(T, Z, Y, X)`` (linear) and its labels ``(T, Z, Y, X)`` (nearest) the
 same way and returns the new in-plane spacing, as a scanner with another protocol would have written

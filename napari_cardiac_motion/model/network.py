@@ -170,14 +170,42 @@ class JointMotionSegNet(nn.Module):
         """Encode ``(B, 1, H, W)`` frames (H, W multiples of 16) into five feature maps."""
         return self.encoder(frames)
 
+    @staticmethod
+    def _fuse_mix(fuse: "MultiScaleFusion", mix_weight: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
+        """``conv1x1(cat(upsample(conv_i(f_i))))`` without the concatenation: the 1×1 convolution and the
+        bilinear up-sampling are both linear and commute, so each scale is mixed to ``head`` channels at
+        its own resolution and only then up-sampled and summed (the same numbers as the concatenated
+        form up to rounding; far fewer operations at full resolution). No bias (added by the caller)."""
+        size = feats[0].shape[-2:]
+        head = mix_weight.shape[0]
+        width = mix_weight.shape[1] // len(feats)
+        out = None
+        for i, (conv, f) in enumerate(zip(fuse.convs, feats)):
+            y = F.conv2d(conv(f), mix_weight[:, i * width:(i + 1) * width])
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        assert out is not None and out.shape[1] == head
+        return out
+
     def segment_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Segmentation logits ``(B, 4, H, W)`` from encoder features."""
-        return self.seg_head(self.seg_fuse(feats))
+        """Segmentation logits ``(B, 4, H, W)`` from encoder features.
+
+        Computes ``seg_head(seg_fuse(feats))`` with the first 1×1 convolution moved before the
+        up-sampling (:meth:`_fuse_mix`)."""
+        first = self.seg_head[0]
+        x = self._fuse_mix(self.seg_fuse, first.weight, feats) + first.bias.view(1, -1, 1, 1)
+        return self.seg_head[2](self.seg_head[1](x))
 
     def motion_features(self, feats_ed: list[torch.Tensor], feats_t: list[torch.Tensor]) -> torch.Tensor:
-        """Fused ED/frame-t motion features ``(B, head, H/s, W/s)`` (s = ``motion_stride``)."""
+        """Fused ED/frame-t motion features ``(B, head, H/s, W/s)`` (s = ``motion_stride``).
+
+        ``motion_mix(motion_fuse(pairs))`` with the first 1×1 convolution moved before the up-sampling
+        (:meth:`_fuse_mix`; it has no bias: batch normalisation follows)."""
         pairs = [torch.cat([a.expand_as(b), b], 1) for a, b in zip(feats_ed[self._m0:], feats_t[self._m0:])]
-        return self.motion_mix(self.motion_fuse(pairs))
+        first = self.motion_mix[0]  # conv (no bias) + BN + ReLU
+        x = first[2](first[1](self._fuse_mix(self.motion_fuse, first[0].weight, pairs)))
+        return self.motion_mix[1](x)
 
     def flow_step(self, motion_feat: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: returns ``(flow (B, 2, H, W) in full-resolution pixels, new hidden)``."""

@@ -1,6 +1,6 @@
 """Core training loop of the joint model (no Qt): ``train(config, progress=None, cancel=None, log=None)``.
 
-Weak supervision as in Qin et al. (2018), see DESIGN.md §2:
+Weak supervision as in Qin et al. (2018), see docs/ARCHITECTURE.md and the model card:
 
 * **segmentation loss** — partial-label cross-entropy (+ soft Dice on exactly labelled ACDC voxels) on
   every labelled frame (ED/ES); unlabelled voxels are ignored (see :mod:`.data` for label codes);

@@ -2,6 +2,7 @@
 
     python benchmarks/inference_speed.py [--input CINE.nii.gz] [--device cpu|cuda|mps|auto]
                                          [--repeats 3] [--threads N] [--tta] [--flops]
+                                         [--motion pairwise|recurrent] [--refine-steps N]
 
 Default input: ``../shared/data/sunnybrook/SC-HF-I-5/sa.nii.gz`` (256×256×11×20, 1.37 mm pixels) when
 present, else a synthetic cine of that size with 1.37 mm pixels. Prints the warm wall time (median of
@@ -50,6 +51,9 @@ def main() -> None:
     ap.add_argument("--ed-frame", type=int, default=0)
     ap.add_argument("--tta", action="store_true")
     ap.add_argument("--flops", action="store_true")
+    ap.add_argument("--motion", default="pairwise", choices=("pairwise", "recurrent"))
+    ap.add_argument("--refine-steps", type=int, default=None,
+                    help="test-time motion refinement steps (default: the package default; 0 = off)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,7 +66,11 @@ def main() -> None:
     else:
         cine = synthetic()
     model, meta = load_checkpoint(args.model)
-    run = lambda: predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, tta=args.tta)  # noqa: E731
+    kw: dict = {"motion_mode": args.motion}
+    if args.refine_steps is not None:
+        from napari_cardiac_motion.motion_refine import RefineSettings
+        kw["refine"] = RefineSettings(steps=args.refine_steps)
+    run = lambda: predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, tta=args.tta, **kw)  # noqa: E731
     res = run()  # warm-up (and CUDA context, cuDNN autotune)
     walls, cpus = [], []
     for _ in range(args.repeats):
@@ -78,12 +86,12 @@ def main() -> None:
         "wall_s_median": round(statistics.median(walls), 3), "wall_s_all": [round(w, 3) for w in walls],
         "cpu_s_median": round(statistics.median(cpus), 3),
         "frames_per_second": round(cine.shape[0] * cine.shape[1] / statistics.median(walls), 1),
-        "region": res.metadata.get("region"), "model": meta.get("name"), "load_1min": round(__import__("os").getloadavg()[0], 2),
+        "region": res.metadata.get("region"), "motion": res.metadata.get("motion"), "model": meta.get("name"), "load_1min": round(__import__("os").getloadavg()[0], 2),
     }
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
         with FlopCounterMode(display=False) as fc:
-            predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, tta=args.tta)
+            predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, tta=args.tta, **kw)
         out["gflop"] = round(fc.get_total_flops() / 1e9, 1)
     print(json.dumps(out, indent=1))
 

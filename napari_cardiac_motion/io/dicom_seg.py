@@ -139,6 +139,12 @@ def _headers(source: DicomSource) -> list[list[Any]]:
             f"{source.folder.name} is stored as Enhanced (multi-frame) DICOM; DICOM SEG export supports series of "
             "single-frame images (one file per slice and frame). Export the series as classic single-frame "
             "images, or use the NIfTI labels.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom converts (and warns about) the source's values on access
+        return _checked_headers(source)
+
+
+def _checked_headers(source: DicomSource) -> list[list[Any]]:
     cache: dict[Path, Any] = {}
     out = []
     for row in source.files:

@@ -364,3 +364,53 @@ def test_dciodvfy_reports_no_error_at_all_for_a_conformant_source(clean_subset, 
     for path in res.files.values():
         lines = _dciodvfy(path)
         assert [ln for ln in lines if ln.startswith("Error")] == [], (path.name, lines)
+
+
+# --- the Cardiac function panel's export ---------------------------------------------------------------
+
+
+def _viewer(make_napari_viewer, labels: np.ndarray, source_path: str):
+    viewer = make_napari_viewer()
+    meta = {"spacing": (10.0, 1.367188, 1.367188), "frame_interval_ms": 37.5}
+    image = viewer.add_image(labels.astype(np.float32), name="cine", scale=(1.0, *meta["spacing"]),
+                             metadata={**meta, "source_path": source_path})
+    seg = viewer.add_labels(labels.copy(), name="segmentation", scale=image.scale,
+                            metadata={**meta, "source_layer": "cine", "model": "panel-model", "model_version": "2"})
+    return viewer, seg
+
+
+def test_panel_exports_dicom_seg_for_a_dicom_image(make_napari_viewer, qtbot, subset, tmp_path):
+    pytest.importorskip("qtpy")
+    from napari_cardiac_motion.widgets.function_widget import FunctionWidget
+
+    labels = rings(dicom_source(subset).grid)
+    viewer, seg = _viewer(make_napari_viewer, labels, str(subset))
+    widget = FunctionWidget(viewer)
+    qtbot.waitUntil(lambda: widget.measurements is not None, timeout=60_000)
+    assert widget.dicom_seg_check.isEnabled() and widget.dicom_seg_check.isChecked()
+    assert widget.dicom_seg_note.text() == ""
+    widget.export(tmp_path / "export")
+    qtbot.waitUntil(lambda: widget.last_export is not None or "failed" in widget.status.text(), timeout=60_000)
+    assert widget.last_export is not None, widget.status.text()
+    folder = tmp_path / "export" / DICOM_SEG_DIR
+    assert {p for k, p in widget.last_export.items() if k.startswith("dicom_seg")} == set(folder.iterdir())
+    assert (tmp_path / "export" / "measurements.json").exists()
+    np.testing.assert_array_equal(read_dicom_seg_labels(folder, subset), labels)
+    alg = _quiet_read(next(folder.iterdir())).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (alg.AlgorithmName, alg.AlgorithmVersion) == ("panel-model", "2")
+
+
+def test_panel_says_why_not_for_a_nifti_image(make_napari_viewer, qtbot, tmp_path):
+    pytest.importorskip("qtpy")
+    from napari_cardiac_motion.widgets.function_widget import FunctionWidget
+
+    labels = rings((3, 2, 64, 64))
+    viewer, seg = _viewer(make_napari_viewer, labels, str(sample_cine_path()))
+    widget = FunctionWidget(viewer)
+    qtbot.waitUntil(lambda: widget.measurements is not None, timeout=60_000)
+    assert not widget.dicom_seg_check.isEnabled() and not widget.dicom_seg_check.isChecked()
+    note = widget.dicom_seg_note.text()
+    assert note.startswith("DICOM SEG not available") and "NIfTI" in note and "DICOM" in note
+    widget.export(tmp_path / "export")
+    qtbot.waitUntil(lambda: widget.last_export is not None, timeout=60_000)
+    assert not (tmp_path / "export" / DICOM_SEG_DIR).exists()

@@ -23,7 +23,8 @@ Source data it repairs rather than refuses (each noted in :attr:`DicomSegResult.
 and study attributes that are missing (written empty), dates and times that are not valid DICOM values
 (e.g. ``20120000``; written empty), and images of one stack with different FrameOfReferenceUIDs (an
 anonymiser's doing: the reader has already checked that they share one orientation and lie on one
-stack; the SEG uses the FrameOfReferenceUID of image ``(t=0, z=0)``).
+stack; the SEG uses the FrameOfReferenceUID of image ``(t=0, z=0)``). :func:`write_dicom_seg` also
+issues them as one :class:`~napari_cardiac_motion.errors.InputWarning`.
 
 Refused with an :class:`~napari_cardiac_motion.errors.InputError` (one line, before anything is
 written): an image without a Type 1 attribute a SEG must reference (:data:`REQUIRED_TAGS`), Enhanced
@@ -45,7 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import CardiacMotionError, InputError
+from ..errors import CardiacMotionError, InputError, InputWarning
 from ..model_description import ModelDescription, describe
 from .dicom import DicomSource, dicom_source, looks_like_dicom
 
@@ -171,7 +172,10 @@ def prepare_dicom_seg(path: str | os.PathLike) -> DicomSource:
     Enhanced multi-frame series, or an image without a tag of :data:`REQUIRED_TAGS`.
     """
     if not is_dicom_input(path):
-        raise InputError(not_dicom_reason(path).replace("export again", "run again"))
+        raise InputError(
+            f"--dicom-seg needs a DICOM series as input, but '{Path(path).name}' is not a DICOM folder (a NIfTI "
+            "file has no DICOM instances, patient or study for a SEG to reference); give the folder of the DICOM "
+            "series as INPUT, or drop --dicom-seg.")
     require_highdicom()
     p = Path(path)
     source = dicom_source(p if p.is_dir() else p.parent)
@@ -356,6 +360,8 @@ def write_dicom_seg(folder: str | os.PathLike, labels: np.ndarray, source: Dicom
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     series_uid = str(next(iter(datasets.values())).SeriesInstanceUID)
+    if notes:
+        warnings.warn(f"DICOM SEG written; from the source: {'; '.join(notes)}.", InputWarning, stacklevel=2)
     return DicomSegResult(folder=target, files=files, series_uid=series_uid, notes=notes)
 
 

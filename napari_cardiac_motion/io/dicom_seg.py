@@ -171,6 +171,8 @@ def prepare_dicom_seg(path: str | os.PathLike) -> DicomSource:
     Returns its :class:`DicomSource`; raises :class:`InputError` (one line) for a NIfTI input, an
     Enhanced multi-frame series, or an image without a tag of :data:`REQUIRED_TAGS`.
     """
+    if not Path(path).exists():
+        raise InputError(f"Not found: {path}. Check the path.")
     if not is_dicom_input(path):
         raise InputError(
             f"--dicom-seg needs a DICOM series as input, but '{Path(path).name}' is not a DICOM folder (a NIfTI "

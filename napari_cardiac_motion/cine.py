@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ class Cine:
         warnings: messages about questionable input the reader noticed but could work around
             (e.g. an affine whose voxel size disagrees with pixdim, a gap between DICOM slices);
             the viewer shows them, the CLI prints them. Empty when the input looked clean.
+        source: where the images came from, when the reader knows it: a
+            :class:`~napari_cardiac_motion.io.dicom.DicomSource` (file of each ``(t, z)``) for a DICOM
+            folder; ``None`` otherwise (NIfTI, arrays).
     """
 
     data: np.ndarray
@@ -30,6 +34,7 @@ class Cine:
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     name: str = "cine"
     warnings: list[str] = field(default_factory=list)
+    source: Any = None
 
     def __post_init__(self) -> None:
         self.data = validate_cine_array(self.data)

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slicer-displacement", action="store_true",
                    help="also write DIR/displacement/displacement_tNNN.nii.gz: per-frame displacement fields in "
                         "LPS mm that ITK and 3D Slicer read as transforms")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write DIR/dicom_seg/labels_tNNN.seg.dcm: the labels as a DICOM SEG series "
+                        "referencing the source images (DICOM folder input only)")
     p.set_defaults(func=run)
 
 
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out '{out}' exists and is not a folder; choose a folder for the outputs.")
+    from ..io import dicom_seg  # DICOM SEG: checked before any work, written after the NIfTI outputs
+
+    seg_source = dicom_seg.prepare_dicom_seg(args.input) if getattr(args, "dicom_seg", False) else None
     cine = read_cine(args.input)
     model, meta = load_checkpoint(args.model, device="cpu")
     with TqdmProgress("predict", unit="chunk") as bar:
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_nifti_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing, cine.frame_interval_ms)
     write_nifti_flow(out / "flow.nii.gz", result.motion, cine.affine, cine.spacing, cine.frame_interval_ms)
+    if seg_source is not None:
+        dicom_seg.write_dicom_seg(out / dicom_seg.DICOM_SEG_DIR, result.labels, seg_source, meta)
     summary = {
         "input": str(args.input),
         "shape_TZYX": list(cine.shape),

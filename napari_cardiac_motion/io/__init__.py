@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..cine import Cine
 from ..errors import InputError
-from .dicom import dicom_files_in, looks_like_dicom, read_dicom_folder
+from .dicom import DicomSource, dicom_files_in, dicom_source, looks_like_dicom, read_dicom_folder
 from .nifti import (
     NiftiVolume,
     is_nifti_path,
@@ -56,4 +56,6 @@ __all__ = [
     "is_nifti_path",
     "looks_like_dicom",
     "dicom_files_in",
+    "dicom_source",
+    "DicomSource",
 ]

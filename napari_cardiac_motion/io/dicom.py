@@ -25,6 +25,10 @@ guessing 1 mm would silently corrupt every volume); slices with different number
 error naming the slice positions (and the missing phases when ``TemporalPositionIndex`` tells them);
 uneven spacing between slice positions (a missing slice, a gap) is an
 :class:`~napari_cardiac_motion.errors.InputWarning` naming the gap in mm, kept in ``Cine.warnings``.
+
+Provenance: the cine's ``source`` is a :class:`DicomSource` telling which file (and frame of a
+multi-frame file) each 2D image ``(t, z)`` came from, so that derived objects (a DICOM SEG) can
+reference the source instances. :func:`dicom_source` computes the same mapping from the headers alone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,29 @@ from ..cine import Cine
 from ..errors import InputError, InputWarning
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """Where each 2D image ``(t, z)`` of a DICOM cine came from.
+
+    Attributes:
+        folder: the folder that was read.
+        files: ``files[t][z]``, the file holding image ``(t, z)`` (t = frame, z = slice, the cine's order).
+        frames: ``frames[t][z]``, the 0-based frame index in a multi-frame file, ``None`` for a
+            single-frame file.
+        shape: ``(rows, columns)`` of every image; the cine's ``(Y, X)``.
+    """
+
+    folder: Path
+    files: tuple[tuple[Path, ...], ...]
+    frames: tuple[tuple[int | None, ...], ...]
+    shape: tuple[int, int]
+
+    @property
+    def grid(self) -> tuple[int, int, int, int]:
+        """``(T, Z, Y, X)`` of the cine read from these files."""
+        return (len(self.files), len(self.files[0]) if self.files else 0, *self.shape)
 
 
 def looks_like_dicom(path: str | os.PathLike) -> bool:
@@ -315,9 +342,30 @@ def slice_gap_message(positions: np.ndarray) -> str | None:
     )
 
 
-def _read_dicom_folder(path: str | os.PathLike) -> Cine:
-    import pydicom
+def dicom_source(path: str | os.PathLike) -> DicomSource:
+    """The :class:`DicomSource` of the cine in DICOM folder ``path`` (headers only, no pixel data).
 
+    Same checks and same ``(t, z)`` order as :func:`read_dicom_folder`; raises :class:`InputError`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder, slices, rows, cols, _ = _sorted_slices(path)
+    return _source_of(folder, slices, rows, cols)
+
+
+def _source_of(folder: Path, slices: list[list[_Frame]], rows: int, cols: int) -> DicomSource:
+    n_t, n_z = len(slices[0]), len(slices)
+    return DicomSource(
+        folder=folder,
+        files=tuple(tuple(slices[z][t].file for z in range(n_z)) for t in range(n_t)),
+        frames=tuple(tuple(slices[z][t].frame for z in range(n_z)) for t in range(n_t)),
+        shape=(rows, cols),
+    )
+
+
+def _sorted_slices(path: str | os.PathLike) -> tuple[Path, list[list[_Frame]], int, int, _Frame]:
+    """Headers of the folder's one series as ``slices[z][t]`` (sorted along the normal, then by
+    phase), with the image size ``(rows, cols)`` and the first frame read (the geometry reference)."""
     folder = Path(path)
     if not folder.exists():
         raise InputError(f"Folder not found: {folder}. Check the path.")
@@ -353,7 +401,6 @@ def _read_dicom_folder(path: str | os.PathLike) -> Cine:
                 f"{list(e0.pixel_spacing)} mm; a cine needs one pixel size. Choose a folder with one cine series."
             )
         e.pos = float(e.ipp @ normal)
-    dy, dx = float(e0.pixel_spacing[0]), float(e0.pixel_spacing[1])
 
     # Group into slices by position along the normal (tolerance 0.01 mm)
     frames.sort(key=lambda e: e.pos)
@@ -364,9 +411,19 @@ def _read_dicom_folder(path: str | os.PathLike) -> Cine:
         else:
             slices.append([e])
     _check_phase_counts(folder, slices)
-    n_t, n_z = len(slices[0]), len(slices)
     for s in slices:
         s.sort(key=_phase_key)
+    return folder, slices, rows, cols, e0
+
+
+def _read_dicom_folder(path: str | os.PathLike) -> Cine:
+    import pydicom
+
+    folder, slices, rows, cols, e0 = _sorted_slices(path)
+    row_dir, col_dir = e0.iop[:3], e0.iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    dy, dx = float(e0.pixel_spacing[0]), float(e0.pixel_spacing[1])
+    n_t, n_z = len(slices[0]), len(slices)
     notes = []
     pos = np.array([s[0].pos for s in slices])
     gap = slice_gap_message(pos)
@@ -425,4 +482,5 @@ def _read_dicom_folder(path: str | os.PathLike) -> Cine:
         affine=affine,
         name=folder.name or "dicom",
         warnings=notes,
+        source=_source_of(folder, slices, rows, cols),
     )

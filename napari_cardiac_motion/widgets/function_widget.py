@@ -11,7 +11,9 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
   marker at the viewer's current frame that follows the time slider (click a curve to jump there),
   and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
   (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
-* exports JSON, CSV, PNG figures and the one-page HTML report (:func:`..analysis.report.export_all`).
+* exports JSON, CSV, PNG figures and the one-page HTML report (:func:`..analysis.report.export_all`),
+  and, when the image was opened from a DICOM folder, the labels as a DICOM SEG series
+  (:mod:`..io.dicom_seg`, ``dicom_seg/`` in the export folder); for other images the panel says why not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -117,6 +120,28 @@ def _inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
             "description": description}
 
 
+def _dicom_seg_source(viewer, seg_layer) -> tuple[str | None, str]:
+    """``(DICOM folder, "")`` when the image behind ``seg_layer`` was read from a DICOM folder, else
+    ``(None, one line saying why a DICOM SEG cannot be written)``."""
+    from ..io.dicom_seg import is_dicom_input, not_dicom_reason, require_highdicom
+
+    meta = dict(seg_layer.metadata or {})
+    image = next((ly for ly in viewer.layers if ly.name == meta.get("source_layer")), None)
+    path = dict(getattr(image, "metadata", None) or {}).get("source_path")
+    if not path:
+        return None, ("DICOM SEG needs the source DICOM images, and the file this image came from is unknown "
+                      "(open the DICOM series folder with this plugin's reader, then run the model).")
+    if str(path).lower().endswith((".nii", ".nii.gz")) or (Path(path).exists() and not is_dicom_input(path)):
+        return None, not_dicom_reason(path)
+    if not Path(path).exists():
+        return None, f"DICOM SEG needs the source DICOM images, and {path} is no longer there."
+    try:
+        require_highdicom()
+    except CardiacMotionError as exc:
+        return None, str(exc)
+    return str(Path(path) if Path(path).is_dir() else Path(path).parent), ""
+
+
 def _motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
     """(low, high) mm and colormap name of the ``motion`` arrows' colours (their magnitudes are pixels)."""
     layer = next((ly for ly in viewer.layers if ly.name.startswith(MOTION_LAYER)
@@ -188,6 +213,13 @@ class FunctionWidget(QWidget):
         self.canvas.clicked.connect(self._on_click)
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
+        self.dicom_seg_check = QCheckBox("DICOM SEG")
+        self.dicom_seg_check.setToolTip("Also write the labels as a DICOM SEG series (dicom_seg/ in the export "
+                                        "folder) referencing the source DICOM images, for PACS, OHIF, 3D Slicer")
+        self.dicom_seg_note = QLabel("")
+        self.dicom_seg_note.setWordWrap(True)
+        #: the DICOM folder of the read-out layer's image (``None``: no DICOM SEG, ``dicom_seg_note`` says why)
+        self.dicom_seg_folder: str | None = None
         self.refresh_button = QPushButton("Recompute")
         self.status = QLabel("Run the model (or open a segmentation) to see the read-out.")
         self.status.setWordWrap(True)
@@ -206,12 +238,14 @@ class FunctionWidget(QWidget):
         form.addRow("height, weight", body)
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
+        buttons.addWidget(self.dicom_seg_check)
         buttons.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.table)
         layout.addWidget(self.canvas)
         layout.addLayout(buttons)
+        layout.addWidget(self.dicom_seg_note)
         layout.addWidget(self.status)
 
         self._timer = QTimer(self)
@@ -236,6 +270,7 @@ class FunctionWidget(QWidget):
             self._session_signal.connect(self._on_session_changed)
         except Exception:  # noqa: BLE001 - no session: the layer's own events still drive updates
             self._session_signal = None
+        self._update_dicom_seg_option()
         self._refresh_layers()
 
     # ------------------------------------------------------------------ layers
@@ -269,6 +304,7 @@ class FunctionWidget(QWidget):
                 pass
         self._connected = []
         self._layer = layer
+        self._update_dicom_seg_option()
         if layer is None:
             return
         n_t = layer.data.shape[0] if layer.ndim == 4 else 1
@@ -418,6 +454,15 @@ class FunctionWidget(QWidget):
 
     # ------------------------------------------------------------------ export
 
+    def _update_dicom_seg_option(self) -> None:
+        """Offer DICOM SEG when the layer's image came from DICOM; otherwise say plainly why not."""
+        folder, why = (None, "") if self._layer is None else _dicom_seg_source(self.viewer, self._layer)
+        self.dicom_seg_folder = folder
+        self.dicom_seg_check.setEnabled(folder is not None)
+        self.dicom_seg_check.setChecked(folder is not None)
+        self.dicom_seg_note.setText(f"DICOM SEG not available: {why}" if why else "")
+        self.dicom_seg_note.setVisible(bool(why))
+
     def _ask_export(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export the cardiac function read-out to a folder")
         if folder:
@@ -430,13 +475,25 @@ class FunctionWidget(QWidget):
         m = self.measurements
         if m is None or self._busy_export:
             return
+        seg = None
+        if self.dicom_seg_check.isEnabled() and self.dicom_seg_check.isChecked() and self._layer is not None:
+            labels = np.array(self._layer.data, copy=True)  # copied here: edits may continue meanwhile
+            model = _prediction_for(self.viewer, self._layer).get("model") or {
+                "name": self._layer.metadata.get("model"), "version": self._layer.metadata.get("model_version")}
+            seg = (labels if labels.ndim == 4 else labels[None], self.dicom_seg_folder, dict(model))
         self._busy_export = True
         self.status.setText(f"Exporting to {folder}…")
 
         def job():
+            from ..io.dicom_seg import DICOM_SEG_DIR, write_dicom_seg
+
             try:
-                return rep.export_all(m, folder)
-            except OSError as exc:
+                written = {}
+                if seg is not None:  # first: it checks everything before writing, so a refusal leaves no files
+                    res = write_dicom_seg(Path(folder) / DICOM_SEG_DIR, *seg)
+                    written = {f"dicom_seg_t{t:03d}": p for t, p in res.files.items()}
+                return {**rep.export_all(m, folder), **written}
+            except (OSError, CardiacMotionError) as exc:
                 return exc
 
         worker = create_worker(job, _start_thread=False)

@@ -27,7 +27,7 @@ from ..corrections import ACCEPTED, HAND, PROPAGATED, Pair
 from ..errors import CardiacMotionError
 from ._jobs import propagate_job
 from . import _session
-from ._session import Session, get_session
+from ._session import Session, get_session, unwrap
 
 KIND_TEXT = {HAND: "painted", PROPAGATED: "proposed — not yet accepted", ACCEPTED: "accepted"}
 
@@ -37,7 +37,7 @@ class CorrectionsPanel(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
 

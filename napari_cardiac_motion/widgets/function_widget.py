@@ -44,6 +44,7 @@ from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT, describe
 from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
 from ._combo import refill_combo
+from ._session import unwrap
 
 DEBOUNCE_MS = 400
 #: table labels of the scalar measures
@@ -150,7 +151,7 @@ class FunctionWidget(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.measurements: Measurements | None = None
         #: number of finished computations (tests wait on it)
         self.n_computed = 0

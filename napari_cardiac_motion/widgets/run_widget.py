@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 from ..devices import available_devices
 from ..layers import ARROW_MODES
 from ._jobs import arrows_job, predict_job
-from ._session import Session, get_session, layer_snapshot
+from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
@@ -55,7 +55,7 @@ class RunWidget(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
         self._run_key = None

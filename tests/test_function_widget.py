@@ -170,3 +170,7 @@ def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_n
     assert "strain not available" not in widget.status.text()
     assert np.isfinite(m.strain.radial_percent).any() and np.isfinite(m.strain.circumferential_percent).any()
     assert widget.value_text("peak_radial_strain_percent") not in (None, "—")
+    # the panel says which strain it shows
+    assert "Lagrangian" in widget.canvas.toolTip() and "end-diastole" in widget.canvas.toolTip()
+    row = next(i for i in range(widget.table.rowCount()) if widget.table.item(i, 0).text() == "peak radial strain")
+    assert "λ − 1" in widget.table.item(row, 1).toolTip()

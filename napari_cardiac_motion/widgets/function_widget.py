@@ -7,7 +7,8 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
   motion of the prediction that made it from the plugin's per-viewer session, when there is one;
 * computes :func:`..analysis.compute_measurements` in a napari worker thread (labels are copied on the
   GUI thread first), debounced after label edits (paint, undo, set data);
-* shows the measures in a table (tooltips: one line of help each), volume and strain curves with a
+* shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain
+  is shown), volume and strain curves with a
   marker at the viewer's current frame that follows the time slider (click a curve to jump there),
   and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
   (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
@@ -57,6 +58,18 @@ DISPLAY_NAMES = {
     "peak_radial_strain_percent": "peak radial strain", "peak_circumferential_strain_percent": "peak circ. strain",
     "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
 }
+
+#: which strain the panel shows (the curves' tooltip and the peak strain rows' help)
+STRAIN_HELP = (
+    "Strain: in-plane Lagrangian (engineering) strain relative to end-diastole (ED), λ − 1 in %, where λ is "
+    "the stretch of a fibre along the radial direction (away from the centroid of the slice's LV blood pool "
+    "at ED) or the circumferential direction, computed from the motion field (F = (I + ∇u)⁻¹ for the "
+    "pull-convention field u). Global values are area-weighted means over the ED myocardium. The motion of "
+    "each frame is estimated from its own (ED, frame) pair, so the curves return towards 0 at the end of "
+    "the cycle."
+)
+#: the table rows whose help gains :data:`STRAIN_HELP`
+STRAIN_MEASURES = ("peak_radial_strain_percent", "peak_circumferential_strain_percent")
 
 
 # ----------------------------------------------------------------------------- context (GUI thread)
@@ -186,6 +199,7 @@ class FunctionWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(180)
         self.canvas = CurvesCanvas()
+        self.canvas.setToolTip("Volume and strain curves; click to go to that frame.\n\n" + STRAIN_HELP)
         self.canvas.clicked.connect(self._on_click)
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
@@ -358,6 +372,8 @@ class FunctionWidget(QWidget):
         rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not (v == "—" and "index" in k)]
         self.table.setRowCount(len(rows))
         for i, (key, value, unit, help_) in enumerate(rows):
+            if key in STRAIN_MEASURES:
+                help_ = f"{help_}\n\n{STRAIN_HELP}"
             for j, text in enumerate((DISPLAY_NAMES.get(key, key), value, unit)):
                 item = QTableWidgetItem(text)
                 item.setToolTip(help_)

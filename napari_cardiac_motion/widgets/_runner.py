@@ -117,18 +117,24 @@ class JobRunner(QObject):
             raise
         holder["worker"] = worker
         entry = _Job(key, job, worker, cancel_event)
-        if progress_label:
-            try:
-                from napari.utils import progress as napari_progress
-
-                entry.pbar = napari_progress(total=0, desc=progress_label)
-            except Exception:  # the activity dock is a nicety
-                entry.pbar = None
+        if progress_label:  # in the next event-loop turn: napari builds a widget for it (~0.1–0.3 s)
+            QTimer.singleShot(0, lambda: self._open_pbar(entry, progress_label))
         self.jobs[key] = entry
         worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
         worker.finished.connect(lambda: self._on_finished(entry))
         worker.start()
         return True
+
+    def _open_pbar(self, entry: _Job, label: str) -> None:
+        """napari's progress bar (activity dock) for a job still running."""
+        if self.jobs.get(entry.key) is not entry or entry.worker_done:
+            return
+        try:
+            from napari.utils import progress as napari_progress
+
+            entry.pbar = napari_progress(total=0, desc=label)
+        except Exception:  # the activity dock is a nicety
+            entry.pbar = None
 
     def cancel(self, key: Hashable | None = None) -> None:
         """Ask the job on ``key`` (default: every job) to stop at its next check."""

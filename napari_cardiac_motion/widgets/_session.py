@@ -310,9 +310,11 @@ class Session(QObject):
 
     def land_steps(self, key: Hashable, image_layer, out: PredictionOutput, arrow_mode: str,
                    parent: Any = None, snapshot: LayerSnapshot | None = None):
-        """Show a prediction for ``key`` (GUI thread), as a generator of two steps — labels, then arrows —
-        so the runner lets the GUI breathe in between. Corrections are kept; its value (``StopIteration``)
-        is False when the user declined to discard edits (nothing changed then)."""
+        """Show a prediction for ``key`` (GUI thread), as a generator of three steps — labels, arrows, then
+        telling the panels — so the runner lets the GUI breathe (and draw) in between: napari's creation of
+        a layer is the largest single piece, and each gets an event-loop turn of its own. Corrections are
+        kept; its value (``StopIteration``) is False when the user declined to discard edits (nothing
+        changed then)."""
         self.sync(key)
         r = out.result
         loss = self.state.loss_if_applied(key, r.labels.shape)
@@ -349,6 +351,7 @@ class Session(QObject):
             group["motion"] = self._put_motion(key, out.vectors, out.magnitudes, dict(meta, arrow_mode=arrow_mode))
         finally:
             self._writing = False
+        yield
         self.state.notify(key, "result")
         return True
 

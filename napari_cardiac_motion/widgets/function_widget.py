@@ -294,7 +294,9 @@ class FunctionWidget(QWidget):
             if emitter is not None:
                 emitter.connect(self.schedule)
                 self._connected.append((emitter, self.schedule))
-        self.compute()
+        # after a quiet moment, not now: a new segmentation layer appears while a result lands (its
+        # motion is known to the session only once the landing is over, and the GUI is busy then)
+        self.schedule()
 
     @property
     def layer(self):

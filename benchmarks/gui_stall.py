@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     def function_settled() -> bool:  # the panel has shown its read-out of the last result
         if function is None:
             return True
-        busy = function._worker is not None or function._timer.isActive()
-        return not busy and function.measurements is not None
+        return not function.is_busy and function.measurements is not None
 
     meter.start()
     t0 = time.perf_counter()

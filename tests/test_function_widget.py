@@ -163,7 +163,7 @@ def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_n
     run.run()
     qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
     assert run.last_outcome == "done"
-    qtbot.waitUntil(lambda: widget.n_computed >= 1 and widget._worker is None and not widget._timer.isActive(),
+    qtbot.waitUntil(lambda: widget.n_computed >= 1 and not widget.is_busy,
                     timeout=TIMEOUT_MS)
     m = widget.measurements
     assert m is not None and m.strain is not None, widget.status.text()

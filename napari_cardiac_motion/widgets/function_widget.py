@@ -315,6 +315,11 @@ class FunctionWidget(QWidget):
 
     # ------------------------------------------------------------------ compute
 
+    @property
+    def is_busy(self) -> bool:
+        """Whether a read-out is being computed or is about to be (debounce pending)."""
+        return self._worker is not None or self._timer.isActive()
+
     def schedule(self, event=None) -> None:
         """Recompute after a quiet moment (label edits come in bursts)."""
         self._timer.start()

@@ -43,7 +43,7 @@ from ..analysis import report as rep
 from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT, describe
-from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
+from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves, warm_up
 from ._combo import refill_combo
 from ._session import unwrap
 
@@ -251,7 +251,18 @@ class FunctionWidget(QWidget):
             self._session_signal.connect(self._on_session_changed)
         except Exception:  # noqa: BLE001 - no session: the layer's own events still drive updates
             self._session_signal = None
+        #: matplotlib's first-use work is done (in a worker, started now)
+        self.warmed_up = False
+        self._warm_up()
         self._refresh_layers()
+
+    def _warm_up(self) -> None:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(warm_up, _start_thread=False)
+        worker.finished.connect(lambda: setattr(self, "warmed_up", True))
+        self._warm_worker = worker
+        worker.start()
 
     # ------------------------------------------------------------------ layers
 

@@ -130,8 +130,9 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
 
 # ----------------------------------------------------------------------------- jobs
 
-#: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported by the
-#: job instead, so that cost is not paid on the GUI thread when the result lands
+#: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported in a
+#: worker when the Run panel is docked (and by the job, in case), so that cost is not paid on the GUI
+#: thread when the result lands
 _LAZY_GUI_IMPORTS = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg")
 
 

@@ -21,6 +21,12 @@ from ..errors import CancelledError, CardiacMotionError
 from ..state import Busy, ViewerState
 
 
+#: delay (ms) before the next piece of GUI-thread work of a job (a landing step, the progress bar). Not 0:
+#: Qt 6 runs a 0 ms single shot as a posted event, in the same pass as the previous one, before timers
+#: and input; a real timer lets the GUI handle what is waiting (input, timers, paints) in between.
+NEXT_TURN_MS = 1
+
+
 @dataclass
 class _Failure:
     """An exception returned by the job (a returned Exception would be re-raised by napari's worker)."""
@@ -118,7 +124,7 @@ class JobRunner(QObject):
         holder["worker"] = worker
         entry = _Job(key, job, worker, cancel_event)
         if progress_label:  # in the next event-loop turn: napari builds a widget for it (~0.1–0.3 s)
-            QTimer.singleShot(0, lambda: self._open_pbar(entry, progress_label))
+            QTimer.singleShot(NEXT_TURN_MS, lambda: self._open_pbar(entry, progress_label))
         self.jobs[key] = entry
         worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
         worker.finished.connect(lambda: self._on_finished(entry))
@@ -194,7 +200,7 @@ class JobRunner(QObject):
             if inspect.isgenerator(steps):  # apply in steps, one per event-loop turn
                 entry.steps = steps
                 entry.on_error = on_error
-                QTimer.singleShot(0, lambda: self._step(entry))
+                QTimer.singleShot(NEXT_TURN_MS, lambda: self._step(entry))
 
     def _failed(self, entry: _Job, exc: BaseException, on_error) -> None:
         from napari.utils.notifications import show_error
@@ -214,7 +220,7 @@ class JobRunner(QObject):
             entry.steps = None
             self._failed(entry, exc, entry.on_error)
         else:
-            QTimer.singleShot(0, lambda: self._step(entry))
+            QTimer.singleShot(NEXT_TURN_MS, lambda: self._step(entry))
             return
         if entry.worker_done:
             self._complete(entry)

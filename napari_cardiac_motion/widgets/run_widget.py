@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from ..devices import available_devices
 from ..layers import ARROW_MODES
-from ._jobs import arrows_job, predict_job
+from ._jobs import arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 
@@ -125,6 +125,15 @@ class RunWidget(QWidget):
         for layer in self.viewer.layers:
             self._watch_layer_name(layer=layer)
         self._refresh_layers()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Import, in a worker now, the modules napari loads when the first result's layers are made: an
+        import holds the GIL for long stretches, so it should not run during a Run (nor land with it)."""
+        from napari.qt.threading import create_worker
+
+        self._warm_worker = create_worker(warm_imports, _start_thread=False)
+        self._warm_worker.start()
 
     # ------------------------------------------------------------------ choices
 

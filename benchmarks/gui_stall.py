@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     run.device_combo.setCurrentText(args.device)
     session = get_session(viewer)
     _spin(app, 0.5)
-    _spin(app, 30, until=lambda: function is None or function.warmed_up)
+    # the panels' warm-up workers (imports, matplotlib's fonts) finish before anything is measured
+    _spin(app, 60, until=lambda: run.warmed_up and (function is None or function.warmed_up))
 
     meter = StallMeter()
     session.runner.progress.connect(lambda key, done, total, info: setattr(

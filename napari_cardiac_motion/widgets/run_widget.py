@@ -132,7 +132,10 @@ class RunWidget(QWidget):
         import holds the GIL for long stretches, so it should not run during a Run (nor land with it)."""
         from napari.qt.threading import create_worker
 
+        #: the warm-up imports are done
+        self.warmed_up = False
         self._warm_worker = create_worker(warm_imports, _start_thread=False)
+        self._warm_worker.finished.connect(lambda: setattr(self, "warmed_up", True))
         self._warm_worker.start()
 
     # ------------------------------------------------------------------ choices

@@ -1,9 +1,10 @@
-"""Open napari with the sample cine, the Run panel docked and the model already run.
+"""Open napari with the sample cine, the Run and Cardiac function panels docked and the model already run.
 
     python -m napari_cardiac_motion.demo [--screenshot PATH] [--device auto] [--model CKPT]
 
 The model runs through the dock widget's own worker (the same path a user's click takes); the demo
-waits for it, then shows the ES frame on a mid-ventricular slice. With ``--screenshot`` the whole
+waits for it (and for the Cardiac function panel's read-out of it: volume and strain curves), then shows
+the ES frame on a mid-ventricular slice. With ``--screenshot`` the whole
 window is saved to PATH and the program exits (exit code 1 if the run failed); otherwise napari stays
 open.
 """
@@ -17,21 +18,39 @@ from pathlib import Path
 
 PLUGIN = "napari-cardiac-motion"
 WIDGET = "Joint motion and segmentation"
+FUNCTION_WIDGET = "Cardiac function"
 
 
-def _dock_run_widget(viewer):
+def _dock(viewer, title: str, cls):
     """The plugin's dock widget through npe2 (as the Plugins menu does), else a direct instance."""
-    from .widgets.run_widget import RunWidget
-
     try:
-        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-        if isinstance(widget, RunWidget):
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, title)
+        if isinstance(widget, cls):
             return widget
     except Exception:  # plugin not installed/registered (e.g. run from a source tree)
         pass
-    widget = RunWidget(viewer)
-    viewer.window.add_dock_widget(widget, name=WIDGET, area="right")
+    widget = cls(viewer)
+    viewer.window.add_dock_widget(widget, name=title, area="right")
     return widget
+
+
+def _dock_run_widget(viewer):
+    from .widgets.run_widget import RunWidget
+
+    return _dock(viewer, WIDGET, RunWidget)
+
+
+def _dock_function_widget(viewer):
+    from .widgets.function_widget import FunctionWidget
+
+    return _dock(viewer, FUNCTION_WIDGET, FunctionWidget)
+
+
+def _camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` (napari ≥ 0.9 deprecates ``viewer.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
 
 
 def _wait(widget, timeout_s: float) -> None:
@@ -46,6 +65,19 @@ def _wait(widget, timeout_s: float) -> None:
             widget.cancel()
             t0 = time.monotonic() + 1e9  # wait for the cancel to land
     app.processEvents()
+
+
+def _wait_read_out(function, n_before: int, timeout_s: float = 60.0) -> None:
+    """Until the Cardiac function panel has read out the new result (it recomputes after a short delay)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        app.processEvents()
+        if function.n_computed > n_before and not function.is_busy:
+            return
+        time.sleep(0.02)
 
 
 def mid_ventricular_slice(labels, ed_frame: int) -> int:
@@ -74,8 +106,9 @@ def _zoom_to_heart(viewer, state, margin: float = 1.4) -> None:
     translate = np.array(state.translate[-2:], float)
     centre = translate + scale * (lo + hi - 1) / 2
     factor = float(np.min(np.array(size) / ((hi - lo) * margin)))
-    viewer.camera.center = (float(centre[0]), float(centre[1]))
-    viewer.camera.zoom = viewer.camera.zoom * max(1.0, min(factor, 4.0))
+    camera = _camera(viewer)
+    camera.center = (float(centre[0]), float(centre[1]))
+    camera.zoom = camera.zoom * max(1.0, min(factor, 4.0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     data, kwargs, _ = load_sample_cine()[0]
     image = viewer.add_image(data, **kwargs)  # the reader's kwargs name the axes t, z, y, x
     widget = _dock_run_widget(viewer)
+    function = _dock_function_widget(viewer)
     widget.set_layer(image)
     if args.model:
         widget.set_model_path(args.model)
@@ -104,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     widget.device_combo.setCurrentText(args.device)
     widget.set_arrow_mode(args.arrows)
+    n_read = function.n_computed
     widget.run()
     _wait(widget, args.timeout)
+    if widget.last_outcome == "done":
+        _wait_read_out(function, n_read)
     print(f"demo: {widget.status_label.text()}", file=sys.stderr)
 
     state = widget.state.current

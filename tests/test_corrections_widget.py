@@ -75,6 +75,7 @@ def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notificati
     img = get_session(viewer).state.current
     panel = corr.corrections
     assert corr.corrected == []
+    assert "paused" not in panel.status_label.text()  # the run is over: the tools are back
 
     # paint → detected per (frame, slice)
     _paint(seg, 0, 0, 2)

@@ -100,13 +100,12 @@ def test_panel_table_curves_marker_click_edit_export(make_napari_viewer, qtbot, 
     assert data["lv_edv_ml"] == pytest.approx(edited["lv_edv_ml"])
 
 
-def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_path):
-    """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
+def _moving_model(tmp_path):
+    """A tiny random network saved as a checkpoint: LV and myocardium, a small non-zero motion."""
     import torch
 
     from conftest import tiny_net
     from napari_cardiac_motion.model import save_checkpoint
-    from napari_cardiac_motion.widgets.run_widget import RunWidget
 
     torch.manual_seed(0)
     net = tiny_net()
@@ -114,7 +113,14 @@ def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_pa
         net.seg_head[-1].bias.copy_(torch.tensor([0.0, 2.0, 2.5, 0.0]))
         net.flow_out.weight.normal_(std=0.05)
         net.flow_out.bias.fill_(0.05)
-    ckpt = save_checkpoint(net, tmp_path / "m.pt", {"name": "tiny-run", "version": "1"})
+    return save_checkpoint(net, tmp_path / "m.pt", {"name": "tiny-run", "version": "1"})
+
+
+def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_path):
+    """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    ckpt = _moving_model(tmp_path)
     viewer = make_napari_viewer()
     viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale(),
                      metadata={"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0, "affine": tiny_cine.affine})
@@ -132,3 +138,39 @@ def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_pa
     assert m.model.get("name") == "tiny-run"
     assert m.strain.radial_percent.shape == (tiny_cine.shape[0],)
     assert np.isfinite(m.strain.radial_percent[m.strain.reference_frame])
+
+
+def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_napari_viewer, qtbot, tiny_cine,
+                                                                           tmp_path):
+    """The three panels docked as napari's Plugins menu docks them (each gets its own public-only proxy
+    of the viewer, and sees proxies of the layers): after a plain Run the function panel finds the
+    motion of the run and shows strain curves."""
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    plugin = "napari-cardiac-motion"
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale(),
+                     metadata={"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0, "affine": tiny_cine.affine})
+    docked = {}
+    for title in ("Joint motion and segmentation", "Corrections and fine-tuning", "Cardiac function"):
+        try:
+            _, docked[title] = viewer.window.add_plugin_dock_widget(plugin, title)
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"the plugin is not registered with napari here ({exc})")
+    run, widget = docked["Joint motion and segmentation"], docked["Cardiac function"]
+    assert isinstance(run, RunWidget) and isinstance(widget, FunctionWidget)
+    run.set_model_path(_moving_model(tmp_path))
+    run.run()
+    qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
+    assert run.last_outcome == "done"
+    qtbot.waitUntil(lambda: widget.n_computed >= 1 and not widget.is_busy,
+                    timeout=TIMEOUT_MS)
+    m = widget.measurements
+    assert m is not None and m.strain is not None, widget.status.text()
+    assert "strain not available" not in widget.status.text()
+    assert np.isfinite(m.strain.radial_percent).any() and np.isfinite(m.strain.circumferential_percent).any()
+    assert widget.value_text("peak_radial_strain_percent") not in (None, "—")
+    # the panel says which strain it shows
+    assert "Lagrangian" in widget.canvas.toolTip() and "end-diastole" in widget.canvas.toolTip()
+    row = next(i for i in range(widget.table.rowCount()) if widget.table.item(i, 0).text() == "peak radial strain")
+    assert "λ − 1" in widget.table.item(row, 1).toolTip()

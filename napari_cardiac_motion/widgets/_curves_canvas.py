@@ -31,6 +31,20 @@ class RenderedCurves:
     device_pixel_ratio: float
 
 
+def warm_up() -> None:
+    """Draw a tiny figure (any thread), so matplotlib's first-use work — importing its renderer, loading its
+    fonts, ~0.1 s holding the GIL — is done before the first result rather than while it lands."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1.0, 1.0), dpi=50)
+    ax = fig.add_subplot()
+    ax.plot([0.0, 1.0], [0.0, 1.0], marker="o", label="warm-up")
+    ax.set_xlabel("time (ms)")
+    ax.legend()
+    FigureCanvasAgg(fig).draw()
+
+
 def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_ratio: float = 1.0,
                   motion_legend: tuple[float, float, str] | None = None) -> RenderedCurves:
     """Render the panel's curves (any thread). ``motion_legend``: (low, high) mm and colormap of the arrows."""

@@ -130,15 +130,21 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
 
 # ----------------------------------------------------------------------------- jobs
 
-#: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported by the
-#: job instead, so that cost is not paid on the GUI thread when the result lands
+#: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported in a
+#: worker when the Run panel is docked (and by the job, in case), so that cost is not paid on the GUI
+#: thread when the result lands
 _LAZY_GUI_IMPORTS = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg")
+#: modules torch imports lazily on the first optimizer (the motion refinement's Adam at the end of every
+#: prediction): torch._dynamo, 2–3 s of imports holding the GIL, which stalled the GUI thread for
+#: 0.3–0.5 s at a time just before the result landed
+_LAZY_JOB_IMPORTS = ("torch._dynamo",)
 
 
 def warm_imports() -> None:
+    """Import what napari and torch would otherwise import lazily at the end of the first Run."""
     import importlib
 
-    for name in _LAZY_GUI_IMPORTS:
+    for name in (*_LAZY_GUI_IMPORTS, *_LAZY_JOB_IMPORTS):
         try:
             importlib.import_module(name)
         except ImportError:

@@ -21,6 +21,12 @@ from ..errors import CancelledError, CardiacMotionError
 from ..state import Busy, ViewerState
 
 
+#: delay (ms) before the next piece of GUI-thread work of a job (a landing step, the progress bar). Not 0:
+#: Qt 6 runs a 0 ms single shot as a posted event, in the same pass as the previous one, before timers
+#: and input; a real timer lets the GUI handle what is waiting (input, timers, paints) in between.
+NEXT_TURN_MS = 1
+
+
 @dataclass
 class _Failure:
     """An exception returned by the job (a returned Exception would be re-raised by napari's worker)."""
@@ -117,18 +123,24 @@ class JobRunner(QObject):
             raise
         holder["worker"] = worker
         entry = _Job(key, job, worker, cancel_event)
-        if progress_label:
-            try:
-                from napari.utils import progress as napari_progress
-
-                entry.pbar = napari_progress(total=0, desc=progress_label)
-            except Exception:  # the activity dock is a nicety
-                entry.pbar = None
+        if progress_label:  # in the next event-loop turn: napari builds a widget for it (~0.1–0.3 s)
+            QTimer.singleShot(NEXT_TURN_MS, lambda: self._open_pbar(entry, progress_label))
         self.jobs[key] = entry
         worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
         worker.finished.connect(lambda: self._on_finished(entry))
         worker.start()
         return True
+
+    def _open_pbar(self, entry: _Job, label: str) -> None:
+        """napari's progress bar (activity dock) for a job still running."""
+        if self.jobs.get(entry.key) is not entry or entry.worker_done:
+            return
+        try:
+            from napari.utils import progress as napari_progress
+
+            entry.pbar = napari_progress(total=0, desc=label)
+        except Exception:  # the activity dock is a nicety
+            entry.pbar = None
 
     def cancel(self, key: Hashable | None = None) -> None:
         """Ask the job on ``key`` (default: every job) to stop at its next check."""
@@ -188,7 +200,7 @@ class JobRunner(QObject):
             if inspect.isgenerator(steps):  # apply in steps, one per event-loop turn
                 entry.steps = steps
                 entry.on_error = on_error
-                QTimer.singleShot(0, lambda: self._step(entry))
+                QTimer.singleShot(NEXT_TURN_MS, lambda: self._step(entry))
 
     def _failed(self, entry: _Job, exc: BaseException, on_error) -> None:
         from napari.utils.notifications import show_error
@@ -208,7 +220,7 @@ class JobRunner(QObject):
             entry.steps = None
             self._failed(entry, exc, entry.on_error)
         else:
-            QTimer.singleShot(0, lambda: self._step(entry))
+            QTimer.singleShot(NEXT_TURN_MS, lambda: self._step(entry))
             return
         if entry.worker_done:
             self._complete(entry)

@@ -46,6 +46,23 @@ def ask(parent: Any, title: str, text: str) -> bool:
     return box == QMessageBox.StandardButton.Yes
 
 
+def unwrap(obj: Any) -> Any:
+    """The napari object behind the public-only proxy napari hands to plugin widgets (else ``obj``).
+
+    napari's Plugins menu gives each dock widget its own ``PublicOnlyProxy`` of the viewer, and every
+    layer read through it is a fresh proxy: two panels (or two reads) never see the same object, so the
+    session's identity checks (``key_for_layer``) would miss. The panels and the session therefore work
+    on the objects behind the proxies, exactly as they do when made directly (tests, the benchmarks).
+    """
+    try:
+        from wrapt import ObjectProxy
+    except ImportError:  # pragma: no cover - napari depends on wrapt
+        return obj
+    while isinstance(obj, ObjectProxy):
+        obj = obj.__wrapped__
+    return obj
+
+
 def _private(obj: Any, name: str, default: Any = None) -> Any:
     """``obj.<name>`` for one of napari's private attributes, or ``default`` once napari drops it.
 
@@ -131,7 +148,7 @@ class Session(QObject):
     # -- keys and layers ------------------------------------------------------------------------
     @staticmethod
     def key_of(image_layer) -> Hashable:
-        return image_layer.unique_id
+        return unwrap(image_layer).unique_id
 
     def image_layer(self, key: Hashable):
         return self._layer(key, "image")
@@ -149,6 +166,7 @@ class Session(QObject):
 
     def key_for_layer(self, layer) -> Hashable | None:
         """The image key of an image, segmentation or motion layer (``None`` if not the plugin's)."""
+        layer = unwrap(layer)
         for key, group in self.layers.items():
             if any(v is layer for v in group.values()):
                 return key
@@ -292,9 +310,11 @@ class Session(QObject):
 
     def land_steps(self, key: Hashable, image_layer, out: PredictionOutput, arrow_mode: str,
                    parent: Any = None, snapshot: LayerSnapshot | None = None):
-        """Show a prediction for ``key`` (GUI thread), as a generator of two steps — labels, then arrows —
-        so the runner lets the GUI breathe in between. Corrections are kept; its value (``StopIteration``)
-        is False when the user declined to discard edits (nothing changed then)."""
+        """Show a prediction for ``key`` (GUI thread), as a generator of three steps — labels, arrows, then
+        telling the panels — so the runner lets the GUI breathe (and draw) in between: napari's creation of
+        a layer is the largest single piece, and each gets an event-loop turn of its own. Corrections are
+        kept; its value (``StopIteration``) is False when the user declined to discard edits (nothing
+        changed then)."""
         self.sync(key)
         r = out.result
         loss = self.state.loss_if_applied(key, r.labels.shape)
@@ -331,6 +351,7 @@ class Session(QObject):
             group["motion"] = self._put_motion(key, out.vectors, out.magnitudes, dict(meta, arrow_mode=arrow_mode))
         finally:
             self._writing = False
+        yield
         self.state.notify(key, "result")
         return True
 
@@ -486,7 +507,11 @@ _SESSIONS: "weakref.WeakKeyDictionary[Any, Session]" = weakref.WeakKeyDictionary
 
 
 def get_session(viewer: Any) -> Session:
-    """The :class:`Session` of ``viewer`` (created on first use; freed with the viewer)."""
+    """The :class:`Session` of ``viewer`` (created on first use; freed with the viewer).
+
+    A panel's proxy of the viewer (see :func:`unwrap`) gets the session of the viewer behind it.
+    """
+    viewer = unwrap(viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = _SESSIONS[viewer] = Session(viewer)

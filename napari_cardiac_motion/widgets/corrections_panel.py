@@ -27,7 +27,7 @@ from ..corrections import ACCEPTED, HAND, PROPAGATED, Pair
 from ..errors import CardiacMotionError
 from ._jobs import propagate_job
 from . import _session
-from ._session import Session, get_session
+from ._session import Session, get_session, unwrap
 
 KIND_TEXT = {HAND: "painted", PROPAGATED: "proposed — not yet accepted", ACCEPTED: "accepted"}
 
@@ -37,7 +37,7 @@ class CorrectionsPanel(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
 
@@ -61,6 +61,7 @@ class CorrectionsPanel(QWidget):
         self.save_button = QPushButton("Save corrections…")
         self.load_button = QPushButton("Load corrections…")
         self.status_label = QLabel("")
+        self._paused_shown = False  # the status says "editing tools are paused"
         self.status_label.setWordWrap(True)
 
         layout = QVBoxLayout(self)
@@ -138,6 +139,10 @@ class CorrectionsPanel(QWidget):
         self.accept_all_button.setEnabled(bool(ready and not busy and img.propagated))
         if busy:
             self.status_label.setText(f"'{img.name}' is busy ({img.busy}); editing tools are paused.")
+            self._paused_shown = True
+        elif self._paused_shown:  # the job is over: the tools are back
+            self.status_label.setText("")
+            self._paused_shown = False
 
     def selected_pair(self) -> Pair | None:
         item = self.list.currentItem()
@@ -297,6 +302,7 @@ class CorrectionsPanel(QWidget):
 
     def _status(self, text: str) -> None:
         self.status_label.setText(text)
+        self._paused_shown = False
 
     def _error(self, msg: str) -> None:
         from napari.utils.notifications import show_error

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QFrame, QVBoxLayout, QWidget
 
 from .corrections_panel import CorrectionsPanel
 from .finetune_panel import FinetunePanel
+from ._session import unwrap
 from .models_panel import ModelsPanel
 
 
@@ -28,7 +29,7 @@ class CorrectionsWidget(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.corrections = CorrectionsPanel(napari_viewer)
         self.finetune = FinetunePanel(napari_viewer)
         self.models = ModelsPanel(napari_viewer)

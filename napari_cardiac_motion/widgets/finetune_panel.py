@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._jobs import finetune_defaults, finetune_job, repredict_job
-from ._session import Session, get_session
+from ._session import Session, get_session, unwrap
 from .loss_plot import LossPlot
 
 JOB = "fine-tune"
@@ -64,7 +64,7 @@ class FinetunePanel(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
         self._key = None

@@ -7,7 +7,8 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
   motion of the prediction that made it from the plugin's per-viewer session, when there is one;
 * computes :func:`..analysis.compute_measurements` in a napari worker thread (labels are copied on the
   GUI thread first), debounced after label edits (paint, undo, set data);
-* shows the measures in a table (tooltips: one line of help each), volume and strain curves with a
+* shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain
+  is shown), volume and strain curves with a
   marker at the viewer's current frame that follows the time slider (click a curve to jump there),
   and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
   (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
@@ -45,8 +46,9 @@ from ..analysis import report as rep
 from ..conventions import MOTION_LAYER, SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT, describe
-from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves
+from ._curves_canvas import CurvesCanvas, RenderedCurves, render_curves, warm_up
 from ._combo import refill_combo
+from ._session import unwrap
 
 DEBOUNCE_MS = 400
 #: table labels of the scalar measures
@@ -59,6 +61,18 @@ DISPLAY_NAMES = {
     "peak_radial_strain_percent": "peak radial strain", "peak_circumferential_strain_percent": "peak circ. strain",
     "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
 }
+
+#: which strain the panel shows (the curves' tooltip and the peak strain rows' help)
+STRAIN_HELP = (
+    "Strain: in-plane Lagrangian (engineering) strain relative to end-diastole (ED), λ − 1 in %, where λ is "
+    "the stretch of a fibre along the radial direction (away from the centroid of the slice's LV blood pool "
+    "at ED) or the circumferential direction, computed from the motion field (F = (I + ∇u)⁻¹ for the "
+    "pull-convention field u). Global values are area-weighted means over the ED myocardium. The motion of "
+    "each frame is estimated from its own (ED, frame) pair, so the curves return towards 0 at the end of "
+    "the cycle."
+)
+#: the table rows whose help gains :data:`STRAIN_HELP`
+STRAIN_MEASURES = ("peak_radial_strain_percent", "peak_circumferential_strain_percent")
 
 
 # ----------------------------------------------------------------------------- context (GUI thread)
@@ -175,7 +189,7 @@ class FunctionWidget(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.measurements: Measurements | None = None
         #: number of finished computations (tests wait on it)
         self.n_computed = 0
@@ -210,6 +224,7 @@ class FunctionWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(180)
         self.canvas = CurvesCanvas()
+        self.canvas.setToolTip("Volume and strain curves; click to go to that frame.\n\n" + STRAIN_HELP)
         self.canvas.clicked.connect(self._on_click)
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
@@ -271,7 +286,18 @@ class FunctionWidget(QWidget):
         except Exception:  # noqa: BLE001 - no session: the layer's own events still drive updates
             self._session_signal = None
         self._update_dicom_seg_option()
+        #: matplotlib's first-use work is done (in a worker, started now)
+        self.warmed_up = False
+        self._warm_up()
         self._refresh_layers()
+
+    def _warm_up(self) -> None:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(warm_up, _start_thread=False)
+        worker.finished.connect(lambda: setattr(self, "warmed_up", True))
+        self._warm_worker = worker
+        worker.start()
 
     # ------------------------------------------------------------------ layers
 
@@ -315,7 +341,9 @@ class FunctionWidget(QWidget):
             if emitter is not None:
                 emitter.connect(self.schedule)
                 self._connected.append((emitter, self.schedule))
-        self.compute()
+        # after a quiet moment, not now: a new segmentation layer appears while a result lands (its
+        # motion is known to the session only once the landing is over, and the GUI is busy then)
+        self.schedule()
 
     @property
     def layer(self):
@@ -333,6 +361,11 @@ class FunctionWidget(QWidget):
             self.schedule()
 
     # ------------------------------------------------------------------ compute
+
+    @property
+    def is_busy(self) -> bool:
+        """Whether a read-out is being computed or is about to be (debounce pending)."""
+        return self._worker is not None or self._timer.isActive()
 
     def schedule(self, event=None) -> None:
         """Recompute after a quiet moment (label edits come in bursts)."""
@@ -393,6 +426,8 @@ class FunctionWidget(QWidget):
         rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not (v == "—" and "index" in k)]
         self.table.setRowCount(len(rows))
         for i, (key, value, unit, help_) in enumerate(rows):
+            if key in STRAIN_MEASURES:
+                help_ = f"{help_}\n\n{STRAIN_HELP}"
             for j, text in enumerate((DISPLAY_NAMES.get(key, key), value, unit)):
                 item = QTableWidgetItem(text)
                 item.setToolTip(help_)

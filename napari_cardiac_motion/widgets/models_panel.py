@@ -12,7 +12,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from . import _session
-from ._session import Session, get_session
+from ._session import Session, get_session, unwrap
 
 
 class ModelsPanel(QWidget):
@@ -20,7 +20,7 @@ class ModelsPanel(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
         self.list = QListWidget()

@@ -26,8 +26,8 @@ from qtpy.QtWidgets import (
 
 from ..devices import available_devices
 from ..layers import ARROW_MODES
-from ._jobs import arrows_job, predict_job
-from ._session import Session, get_session, layer_snapshot
+from ._jobs import arrows_job, predict_job, warm_imports
+from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
@@ -55,7 +55,7 @@ class RunWidget(QWidget):
 
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session: Session = get_session(napari_viewer)
         self.state = self.session.state
         self._run_key = None
@@ -125,6 +125,18 @@ class RunWidget(QWidget):
         for layer in self.viewer.layers:
             self._watch_layer_name(layer=layer)
         self._refresh_layers()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Import, in a worker now, the modules napari loads when the first result's layers are made: an
+        import holds the GIL for long stretches, so it should not run during a Run (nor land with it)."""
+        from napari.qt.threading import create_worker
+
+        #: the warm-up imports are done
+        self.warmed_up = False
+        self._warm_worker = create_worker(warm_imports, _start_thread=False)
+        self._warm_worker.finished.connect(lambda: setattr(self, "warmed_up", True))
+        self._warm_worker.start()
 
     # ------------------------------------------------------------------ choices
 

@@ -50,6 +50,28 @@ class RefineSettings:
         return asdict(self)
 
 
+class _Adam:
+    """Adam (Kingma & Ba) on one tensor, written out: ``torch.optim``'s first use in a process imports
+    torch's compiler stack (seconds, holding the GIL), which a 1-second refinement should not pay."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.m = torch.zeros_like(param)
+        self.v = torch.zeros_like(param)
+        self.k = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        g = self.param.grad
+        b1, b2 = self.betas
+        self.k += 1
+        self.m.mul_(b1).add_(g, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (self.v / (1 - b2 ** self.k)).sqrt_().add_(self.eps)
+        self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.k))
+
+
 def _per_sequence(x: torch.Tensor, b: int) -> torch.Tensor:
     """Mean of ``x`` over everything but its B sequences, summed over them: each slice's correction is
     the same whether it is refined alone or with others (Adam's step is scale-free, its ε is not)."""
@@ -103,9 +125,9 @@ def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor
             weights += [s.w_seg] * c
         weight = torch.tensor(weights, device=img.device).view(1, -1, 1, 1)
         delta = torch.zeros(n, 2, hs, ws, device=img.device, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=s.lr / k)
+        adam = _Adam(delta, lr=s.lr / k)
         for _ in range(s.steps):
-            opt.zero_grad(set_to_none=True)
+            delta.grad = None
             u = u0 + delta
             loss = _per_sequence((warp(src, u) - tgt).pow(2) * weight, b) * weight.numel()
             if s.w_smooth > 0:
@@ -116,7 +138,7 @@ def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor
                     seq = torch.cat([seq, seq[:, :1]], 1)
                 loss = loss + s.w_time * _per_sequence((seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]).pow(2), b)
             loss.backward()
-            opt.step()
+            adam.step()
         with torch.no_grad():
             d = delta.detach()
             if k > 1:

@@ -201,7 +201,7 @@ def predict_cine(
         spacing: ``(dz, dy, dx)`` mm for an array input (default: a Cine's own spacing; an array
             without it is taken to be at the model's pixel size, i.e. not resampled).
         tta: also segment the left-right flipped frames and average (about 1.5× the time).
-        largest_component: keep only the largest 3D component per structure and frame.
+        largest_component: clean the labels by anatomy (:func:`.postprocess.keep_largest_components`).
         region: force the processed region (default: found by :func:`plan_region`).
         max_sub_frames: frames per encoder call (default 16 on a CPU, 512 on a GPU; bounds memory).
         motion_mode: ``"pairwise"`` (default: each frame's motion from its own (ED, t) pair, no state

@@ -411,8 +411,10 @@ def test_panel_says_why_not_for_a_nifti_image(make_napari_viewer, qtbot, tmp_pat
     widget = FunctionWidget(viewer)
     qtbot.waitUntil(lambda: widget.measurements is not None, timeout=60_000)
     assert not widget.dicom_seg_check.isEnabled() and not widget.dicom_seg_check.isChecked()
-    note = widget.dicom_seg_note.text()
-    assert note.startswith("DICOM SEG not available") and "NIfTI" in note and "DICOM" in note
+    assert widget.dicom_seg_note.isVisibleTo(widget) and "not available" in widget.dicom_seg_note.text()
+    why = widget.dicom_seg_note.toolTip()  # the whole reason, on hover (the dock is narrow)
+    assert why.startswith("DICOM SEG not available") and "NIfTI" in why and "DICOM" in why
+    assert widget.dicom_seg_check.toolTip() == why
     widget.export(tmp_path / "export")
     qtbot.waitUntil(lambda: widget.last_export is not None, timeout=60_000)
     assert not (tmp_path / "export" / DICOM_SEG_DIR).exists()

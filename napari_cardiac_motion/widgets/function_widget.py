@@ -229,10 +229,10 @@ class FunctionWidget(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Write measurements.json/.csv, curves.csv, PNG figures and report.html")
         self.dicom_seg_check = QCheckBox("DICOM SEG")
-        self.dicom_seg_check.setToolTip("Also write the labels as a DICOM SEG series (dicom_seg/ in the export "
-                                        "folder) referencing the source DICOM images, for PACS, OHIF, 3D Slicer")
+        self._dicom_seg_help = ("Also write the labels as a DICOM SEG series (dicom_seg/ in the export folder) "
+                                "referencing the source DICOM images, for PACS, OHIF, 3D Slicer")
+        self.dicom_seg_check.setToolTip(self._dicom_seg_help)
         self.dicom_seg_note = QLabel("")
-        self.dicom_seg_note.setWordWrap(True)
         #: the DICOM folder of the read-out layer's image (``None``: no DICOM SEG, ``dicom_seg_note`` says why)
         self.dicom_seg_folder: str | None = None
         self.refresh_button = QPushButton("Recompute")
@@ -253,13 +253,16 @@ class FunctionWidget(QWidget):
         form.addRow("height, weight", body)
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
-        buttons.addWidget(self.dicom_seg_check)
         buttons.addWidget(self.export_button)
+        seg_row = QHBoxLayout()  # its own row: the dock is narrow
+        seg_row.addWidget(self.dicom_seg_check)
+        seg_row.addWidget(self.dicom_seg_note, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.table)
         layout.addWidget(self.canvas)
         layout.addLayout(buttons)
+        layout.addLayout(seg_row)
         layout.addWidget(self.dicom_seg_note)
         layout.addWidget(self.status)
 
@@ -495,7 +498,10 @@ class FunctionWidget(QWidget):
         self.dicom_seg_folder = folder
         self.dicom_seg_check.setEnabled(folder is not None)
         self.dicom_seg_check.setChecked(folder is not None)
-        self.dicom_seg_note.setText(f"DICOM SEG not available: {why}" if why else "")
+        # one short line in the narrow dock; the whole reason on hover
+        self.dicom_seg_note.setText("not available for this image (hover for why)" if why else "")
+        self.dicom_seg_note.setToolTip(f"DICOM SEG not available: {why}" if why else "")
+        self.dicom_seg_check.setToolTip(f"DICOM SEG not available: {why}" if why else self._dicom_seg_help)
         self.dicom_seg_note.setVisible(bool(why))
 
     def _ask_export(self) -> None:

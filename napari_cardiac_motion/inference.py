@@ -38,15 +38,11 @@ from .errors import CancelledError, InputError
 from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart,
                        to_input, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
-from .model.transformer import warp
 from .motion_refine import RefineSettings, refine_motion
 from .postprocess import keep_largest_components
 from .preprocessing import apply_window, intensity_window
 
 ProgressCallback = Callable[[int, int, str], None]
-
-#: default weight of the ED segmentation carried by the motion in every frame's labels (see predict_cine)
-DEFAULT_TEMPORAL_FUSION = 0.0
 CancelCheck = Callable[[], bool]
 
 
@@ -186,7 +182,6 @@ def predict_cine(
     max_sub_frames: int | None = None,
     motion_mode: str = "pairwise",
     refine: RefineSettings | None = None,
-    temporal_fusion: float | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -209,9 +204,6 @@ def predict_cine(
             weights trained on ED/ES pairs; kept for comparison).
         refine: test-time refinement of the motion on the model grid (:mod:`.motion_refine`);
             ``None`` = the default settings, ``RefineSettings(steps=0)`` = off.
-        temporal_fusion: weight α in [0, 1) of the ED segmentation carried to every frame by the motion
-            in that frame's labels: ``P_t ← (1 − α)·P_t + α·P_ED(p + u_t(p))`` (soft-max maps on the
-            model grid); 0 = off, ``None`` = :data:`DEFAULT_TEMPORAL_FUSION`.
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
@@ -244,9 +236,6 @@ def predict_cine(
     sub = max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16)))
 
     refine = RefineSettings() if refine is None else refine
-    alpha = DEFAULT_TEMPORAL_FUSION if temporal_fusion is None else float(temporal_fusion)
-    if not 0.0 <= alpha < 1.0:
-        raise InputError(f"temporal_fusion must lie in [0, 1), got {alpha}.")
     do_refine = motion_mode == "pairwise" and refine.steps > 0 and n_t > 1
     n_passes = 1 if ed_frame is not None else 2
     done = {"slices": 0}
@@ -255,12 +244,6 @@ def predict_cine(
         """Progress after each slice of a pass: ``(slices done, slices in all passes, message)``."""
         done["slices"] += 1
         report(done["slices"], n_passes * n_z, f"{what}, slice {z + 1}/{n_z}")
-
-    def write_labels(lab: torch.Tensor, zs: list[int], order: list[int]) -> None:
-        """``(B·T, box_h, box_w)`` uint8 labels, slice-major in cycle order, into ``labels``."""
-        arr = lab.view(len(zs), n_t, y1 - y0, x1 - x0).cpu().numpy()
-        for k, z in enumerate(zs):
-            labels[order, z, y0:y1, x0:x1] = arr[k]
 
     def run_chunk(zs: list[int], ed: int, segment: bool, estimate_motion: bool) -> None:
         """Frames of slices ``zs`` in cycle order from ``ed``: segment and/or estimate motion. The encoder
@@ -278,8 +261,7 @@ def predict_cine(
         del pieces
         xp, _ = model._pad16(x)
         probs_all, mfeats, probs_model = [], [], []
-        fuse = alpha > 0 and segment and estimate_motion and n_t > 1
-        keep_probs = fuse or (estimate_motion and do_refine and refine.w_seg > 0)
+        keep_probs = estimate_motion and do_refine and refine.w_seg > 0  # the refinement's segmentation term
         need_probs = segment or keep_probs
         for k in range(b):
             _check_cancel(cancel)
@@ -293,7 +275,7 @@ def predict_cine(
                         logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xs, dims=[-1]))),
                                               dims=[-1])
                         probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
-                    if segment and not fuse:
+                    if segment:
                         probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
                     if keep_probs:
                         probs_model.append(probs)
@@ -304,25 +286,19 @@ def predict_cine(
             if mf:
                 mfeats.append(torch.cat(mf, 0))
             tick(what, zs[k])
-        if segment and not fuse:
-            write_labels(torch.cat(probs_all, 0), zs, order)
+        if segment:
+            lab = torch.cat(probs_all, 0).view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
+            for k, z in enumerate(zs):
+                labels[order, z, y0:y1, x0:x1] = lab[k]
         if mfeats:
             mf = torch.stack(mfeats, 0)  # (B, T, head, h, w), frame 0 = (ED, ED)
             flows = (model.pairwise_flows(mf, (hh, ww)) if motion_mode == "pairwise"
                      else model.recurrent_flows(mf, (hh, ww))).float()  # (B, T, 2, H, W)
             del mf
-            p_m = torch.cat(probs_model, 0).view(b, n_t, -1, hh, ww) if probs_model else None
-            del probs_model
             if do_refine:
+                p_m = torch.cat(probs_model, 0).view(b, n_t, -1, hh, ww) if probs_model else None
+                del probs_model
                 flows = refine_motion(x.view(b, n_t, hh, ww), flows, p_m, refine)
-            if fuse and p_m is not None:  # the ED segmentation carried to every frame, blended in
-                c = p_m.shape[2]
-                carried = warp(p_m[:, :1].expand(-1, n_t, -1, -1, -1).reshape(b * n_t, c, hh, ww),
-                               flows.flatten(0, 1).to(p_m.dtype))
-                fused = (1.0 - alpha) * p_m.flatten(0, 1) + alpha * carried
-                fused.view(b, n_t, c, hh, ww)[:, 0] = p_m[:, 0]  # ED keeps its own segmentation
-                write_labels(to_input(fused, region).argmax(1).to(torch.uint8), zs, order)
-                del carried, fused
             u = flow_to_input(flows.flatten(0, 1), region).view(b, n_t, 2, y1 - y0, x1 - x0)
             u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
             for k, z in enumerate(zs):
@@ -342,16 +318,15 @@ def predict_cine(
             if largest_component:
                 keep_largest_components(labels, inplace=True)
             ed = ed_es_from_lv_volumes(_lv_voxels(labels))[0]
-            for k, zs in enumerate(chunks):  # with fusion, the labels are made again from the carried ED
-                run_chunk(zs, ed, segment=alpha > 0, estimate_motion=True)
+            for k, zs in enumerate(chunks):
+                run_chunk(zs, ed, segment=False, estimate_motion=True)
                 _release_freed_memory()
-    if largest_component and (ed_frame is not None or alpha > 0):
+    if largest_component and ed_frame is not None:
         keep_largest_components(labels, inplace=True)
     lv = _lv_voxels(labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
     meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
-            "motion": {"mode": motion_mode, "refine": refine.to_dict() if do_refine else None,
-                       "temporal_fusion": alpha},
+            "motion": {"mode": motion_mode, "refine": refine.to_dict() if do_refine else None},
             "largest_component": bool(largest_component)}
     return InferenceResult(
         labels=labels,

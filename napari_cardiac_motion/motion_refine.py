@@ -15,8 +15,10 @@ own segmentation of every frame:
 probabilities average-pooled, motion in pooled pixels) and the correction ``u − u⁰`` is up-sampled
 bilinearly onto the model grid (motion is smooth; ``stride²`` fewer samples per step). Optimised with
 Adam for ``steps`` steps; the ED frame's motion stays 0. ``closed_cycle`` adds the ED frame again after
-the last one to the temporal term (for cines that cover the whole cycle). Axis orders: images ``(B, T, H, W)``, motion ``(B, T, 2, H, W)``
-``(dy, dx)`` in model pixels, probabilities ``(B, T, C, H, W)``; frame 0 of every sequence is ED.
+the last one to the temporal term (for cines that cover the whole cycle).
+
+Axis orders: images ``(B, T, H, W)``, motion ``(B, T, 2, H, W)`` ``(dy, dx)`` in model pixels,
+probabilities ``(B, T, C, H, W)``; frame 0 of every sequence is ED.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ def _per_sequence(x: torch.Tensor, b: int) -> torch.Tensor:
 
 
 def _grad_sq(d: torch.Tensor, b: int) -> torch.Tensor:
-    """Squared finite differences of ``(B·N, 2, h, w)`` along y and x (per sequence, see :func:`_per_sequence`)."""
-    return _per_sequence((d[..., 1:, :] - d[..., :-1, :]).pow(2), b) + _per_sequence((d[..., :, 1:] - d[..., :, :-1]).pow(2), b)
+    """Squared finite differences of ``(B·N, 2, h, w)`` along y and x (per sequence: :func:`_per_sequence`)."""
+    dy = (d[..., 1:, :] - d[..., :-1, :]).pow(2)
+    dx = (d[..., :, 1:] - d[..., :, :-1]).pow(2)
+    return _per_sequence(dy, b) + _per_sequence(dx, b)
 
 
 def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor | None = None,
@@ -133,7 +137,8 @@ def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor
             if s.w_smooth > 0:
                 loss = loss + s.w_smooth * _grad_sq(delta, b)
             if s.w_time > 0 and t > 2:
-                seq = torch.cat([torch.zeros_like(delta[:1]).expand(b, 1, 2, hs, ws), u.view(b, t - 1, 2, hs, ws)], 1)
+                ed = torch.zeros(b, 1, 2, hs, ws, device=u.device)  # u_ED = 0
+                seq = torch.cat([ed, u.view(b, t - 1, 2, hs, ws)], 1)
                 if s.closed_cycle:  # the frame after the last is ED again
                     seq = torch.cat([seq, seq[:, :1]], 1)
                 loss = loss + s.w_time * _per_sequence((seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]).pow(2), b)

@@ -109,14 +109,6 @@ def test_unknown_motion_mode_is_a_clear_error(beating):
         predict_cine(cine, model, device="cpu", ed_frame=0, motion_mode="sideways")
 
 
-def test_temporal_fusion_out_of_range_is_a_clear_error(beating):
-    from napari_cardiac_motion.errors import InputError
-
-    cine, model, _ = beating
-    with pytest.raises(InputError, match="temporal_fusion"):
-        predict_cine(cine, model, device="cpu", ed_frame=0, temporal_fusion=1.5)
-
-
 def test_evaluate_cycles_command_line(beating, tmp_path, capsys):
     """``evaluate --cycles`` on a Sunnybrook-style folder (sa.nii.gz, labels.nii.gz, info.json): the
     whole-cycle figures come out, the true motion is found and comes back, ED→ES propagation is scored."""

@@ -230,13 +230,9 @@ def format_groups(cases: list[dict[str, Any]], demons: bool = False) -> list[str
     if not groups:
         return []
 
-    def m(rows, key):
+    def m(rows, key, fmt=".3f"):
         v = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
-        return f"{np.mean(v):.3f}" if v else "—"
-
-    def m1(rows, key):
-        v = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
-        return f"{np.mean(v):.1f}" if v else "—"
+        return f"{np.mean(v):{fmt}}" if v else "—"
 
     hdr = "| group | n | Dice LV | Dice Myo | Dice RV | prop LV | prop Myo | prop RV |"
     sep = "|---|---|---|---|---|---|---|---|"
@@ -252,7 +248,7 @@ def format_groups(cases: list[dict[str, Any]], demons: bool = False) -> list[str
         line += " | ".join(m(rows, f"prop_{k}") for _, k in STRUCTS) + " |"
         if demons:
             line += " " + " | ".join(m(rows, f"demons_prop_{k}") for _, k in STRUCTS) + " |"
-        line += f" {m1(rows, 'gcs_ES')} | {m1(rows, 'grs_ES')} |"
+        line += f" {m(rows, 'gcs_ES', '.1f')} | {m(rows, 'grs_ES', '.1f')} |"
         lines.append(line)
     return lines
 

@@ -177,7 +177,6 @@ class JointMotionSegNet(nn.Module):
         its own resolution and only then up-sampled and summed (the same numbers as the concatenated
         form up to rounding; far fewer operations at full resolution). No bias (added by the caller)."""
         size = feats[0].shape[-2:]
-        head = mix_weight.shape[0]
         width = mix_weight.shape[1] // len(feats)
         out = None
         for i, (conv, f) in enumerate(zip(fuse.convs, feats)):
@@ -185,7 +184,6 @@ class JointMotionSegNet(nn.Module):
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = y if out is None else out + y
-        assert out is not None and out.shape[1] == head
         return out
 
     def segment_features(self, feats: list[torch.Tensor]) -> torch.Tensor:

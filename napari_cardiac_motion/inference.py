@@ -38,7 +38,7 @@ from .errors import CancelledError, InputError
 from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, flow_to_input, model_step, region_for_heart,
                        to_input, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
-from .motion_refine import RefineSettings, refine_motion
+from .motion_refine import RefineSettings, pool_probs, refine_motion
 from .postprocess import keep_largest_components
 from .preprocessing import apply_window, intensity_window
 
@@ -237,6 +237,10 @@ def predict_cine(
 
     refine = RefineSettings() if refine is None else refine
     do_refine = motion_mode == "pairwise" and refine.steps > 0 and n_t > 1
+    use_seg_term = do_refine and refine.w_seg > 0
+    #: per slice, the refinement's soft-max maps ``(T, C, h, w)`` in frame order (pooled, float16), kept from
+    #: the segmenting pass so that a later motion-only pass does not run the segmentation again
+    seg_for_refine: dict[int, torch.Tensor] = {}
     n_passes = 1 if ed_frame is not None else 2
     done = {"slices": 0}
 
@@ -260,31 +264,32 @@ def predict_cine(
         x = torch.cat(pieces, 0)
         del pieces
         xp, _ = model._pad16(x)
-        probs_all, mfeats, probs_model = [], [], []
-        keep_probs = estimate_motion and do_refine and refine.w_seg > 0  # the refinement's segmentation term
-        need_probs = segment or keep_probs
+        probs_all, mfeats = [], []
+        keep_probs = segment and use_seg_term
         for k in range(b):
             _check_cancel(cancel)
-            feats_ed, mf = None, []
+            feats_ed, mf, pooled = None, [], []
             for a in range(0, n_t, sub):
                 xs = xp[k * n_t + a: k * n_t + min(a + sub, n_t)]
                 feats = model.encode(xs)
-                if need_probs:
+                if segment:
                     probs = model.segment_features(feats)[..., :hh, :ww].float().softmax(1)
-                    if tta and segment:  # left-right flip, flipped back onto the same padded grid
+                    if tta:  # left-right flip, flipped back onto the same padded grid
                         logits_f = torch.flip(model.segment_features(model.encode(torch.flip(xs, dims=[-1]))),
                                               dims=[-1])
                         probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
-                    if segment:
-                        probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
+                    probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
                     if keep_probs:
-                        probs_model.append(probs)
+                        pooled.append(pool_probs(probs, refine.stride).half())
                 if estimate_motion and n_t > 1:
                     if feats_ed is None:
                         feats_ed = [f[:1] for f in feats]
                     mf.append(model.motion_features(feats_ed, feats))
             if mf:
                 mfeats.append(torch.cat(mf, 0))
+            if pooled:  # cycle order -> frame order
+                p = torch.cat(pooled, 0)
+                seg_for_refine[zs[k]] = torch.empty_like(p).index_copy_(0, torch.tensor(order, device=p.device), p)
             tick(what, zs[k])
         if segment:
             lab = torch.cat(probs_all, 0).view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
@@ -296,8 +301,7 @@ def predict_cine(
                      else model.recurrent_flows(mf, (hh, ww))).float()  # (B, T, 2, H, W)
             del mf
             if do_refine:
-                p_m = torch.cat(probs_model, 0).view(b, n_t, -1, hh, ww) if probs_model else None
-                del probs_model
+                p_m = torch.stack([seg_for_refine[z][order] for z in zs]) if use_seg_term else None
                 flows = refine_motion(x.view(b, n_t, hh, ww), flows, p_m, refine)
             u = flow_to_input(flows.flatten(0, 1), region).view(b, n_t, 2, y1 - y0, x1 - x0)
             u = u.permute(0, 1, 3, 4, 2).cpu().numpy()

@@ -74,6 +74,14 @@ class _Adam:
         self.param.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.k))
 
 
+def pool_probs(probs: torch.Tensor, stride: int) -> torch.Tensor:
+    """The refinement's view of soft-max maps ``(N, C, H, W)``: the foreground classes (background,
+    class 0, dropped) average-pooled by ``stride`` → ``(N, C − 1, ⌈H/stride⌉, ⌈W/stride⌉)``."""
+    p = probs[:, 1:].float()
+    k = max(1, int(stride))
+    return F.avg_pool2d(p, k, ceil_mode=True) if k > 1 else p
+
+
 def _per_sequence(x: torch.Tensor, b: int) -> torch.Tensor:
     """Mean of ``x`` over everything but its B sequences, summed over them: each slice's correction is
     the same whether it is refined alone or with others (Adam's step is scale-free, its ε is not)."""
@@ -94,8 +102,9 @@ def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor
     Args:
         images: ``(B, T, H, W)`` frames in [0, 1] (windowed), frame 0 = ED.
         flows: ``(B, T, 2, H, W)`` initial motion, frame t → frame 0, model pixels.
-        probs: ``(B, T, C, H, W)`` the model's soft-max per frame (class 0 = background is ignored);
-            ``None`` drops the segmentation term.
+        probs: ``(B, T, C − 1, ⌈H/stride⌉, ⌈W/stride⌉)``: the model's soft-max per frame through
+            :func:`pool_probs` (kept from segmentation, so the maps are pooled once); ``None`` drops the
+            segmentation term.
         settings: weights and steps (default :class:`RefineSettings`).
     """
     s = settings or RefineSettings()
@@ -118,12 +127,11 @@ def refine_motion(images: torch.Tensor, flows: torch.Tensor, probs: torch.Tensor
         tgt = img[:, 1:].reshape(n, 1, hs, ws)
         weights = [s.w_image]
         if probs is not None and s.w_seg > 0:
-            p = probs.detach().clone().float()[:, :, 1:]  # drop background
+            p = probs.detach().clone().float()
             c = p.shape[2]
-            p = p.reshape(b * t, c, h, w)
-            if k > 1:
-                p = F.avg_pool2d(p, k, ceil_mode=True)
-            p = p.view(b, t, c, hs, ws)
+            if p.shape[-2:] != (hs, ws):
+                raise ValueError(f"probs {tuple(p.shape)} are not at the refinement's resolution {(hs, ws)}: "
+                                 "use pool_probs")
             src = torch.cat([src, p[:, :1].expand(-1, t - 1, -1, -1, -1).reshape(n, c, hs, ws)], 1)
             tgt = torch.cat([tgt, p[:, 1:].reshape(n, c, hs, ws)], 1)
             weights += [s.w_seg] * c

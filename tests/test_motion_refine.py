@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from napari_cardiac_motion.model.transformer import warp
-from napari_cardiac_motion.motion_refine import RefineSettings, refine_motion
+from napari_cardiac_motion.motion_refine import RefineSettings, pool_probs, refine_motion
 
 
 def _blob_sequence(shifts_yx, size=64):
@@ -48,6 +48,7 @@ def test_refinement_runs_under_inference_mode_with_probabilities():
     """Inference calls it inside ``torch.inference_mode``; the segmentation term uses soft-max maps."""
     img = _blob_sequence([(0, 0), (2.0, 0.0)])
     probs = torch.stack([1 - img, img, torch.zeros_like(img), torch.zeros_like(img)], 2)  # (1, T, 4, H, W)
+    probs = pool_probs(probs[0], RefineSettings().stride)[None]  # as inference keeps them
     with torch.inference_mode():
         out = refine_motion(img, torch.zeros(1, 2, 2, 64, 64), probs, RefineSettings(steps=40, lr=0.3))
     got = out[0, 1, :, 22:42, 22:46].mean(dim=(1, 2))

@@ -30,8 +30,9 @@ import torch
 from napari_cardiac_motion.devices import resolve_device
 from napari_cardiac_motion.model.network import JointMotionSegNet
 from napari_cardiac_motion.training.data import synthetic_acdc_like
-from napari_cardiac_motion.training.train import (TrainConfig, _allowed_table, batch_losses, combine, epoch_batches,
-                                                  set_train_mode)
+from napari_cardiac_motion.model.losses import allowed_table
+from napari_cardiac_motion.training.sampling import epoch_batches
+from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, set_train_mode
 
 
 class Runner:
@@ -52,7 +53,7 @@ class Runner:
         self.amp = device.type == "cuda" and name == "fast"
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
-        self.table = _allowed_table(device)
+        self.table = allowed_table(device)
         set_train_mode(self.model, cfg.train_parts)
         self.batches = epoch_batches(cases, [], cfg, 0, 10**6, [0, hash(name) % 1000])
         self.times: list[float] = []

@@ -125,11 +125,9 @@ def test_smoothness_is_zero_for_constant_flow_and_positive_otherwise():
 
 def test_training_sequence_forward_matches_model_forward():
     """The trainer's single-encoding forward equals ``model(frames[:, 0], frames)`` in eval mode."""
-    from napari_cardiac_motion.training.train import forward_sequence
-
     model = JointMotionSegNet(TINY).eval()
     images = torch.rand(2, 3, 36, 40)
     with torch.no_grad():
-        seg_a, flows_a = forward_sequence(model, images)
+        seg_a, flows_a = model.forward_sequence(images)
         seg_b, flows_b, _ = model(images[:, :1], images.unsqueeze(2))
     assert torch.allclose(seg_a, seg_b, atol=1e-5) and torch.allclose(flows_a, flows_b, atol=1e-5)

@@ -10,20 +10,12 @@ import torch
 
 from conftest import tiny_config
 from napari_cardiac_motion.model.checkpoint import load_checkpoint
-from napari_cardiac_motion.model.losses import IGNORE_INDEX
+from napari_cardiac_motion.model.losses import IGNORE_INDEX, NOT_LV, NOT_LV_MYO, allowed_table, partial_nll_logits
 from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
 from napari_cardiac_motion.training.augment import augment_batch, crop_centered
-from napari_cardiac_motion.training.data import NOT_LV, NOT_LV_MYO, synthetic_acdc_like
-from napari_cardiac_motion.training.train import (
-    Sampler,
-    TrainConfig,
-    _allowed_table,
-    batch_losses,
-    combine,
-    forward_sequence,
-    partial_nll_logits,
-    train,
-)
+from napari_cardiac_motion.training.data import synthetic_acdc_like
+from napari_cardiac_motion.training.sampling import Sampler
+from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, train
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -72,7 +64,7 @@ def _fixed_batch_loss(model, cases, cfg) -> float:
                            geometric=False, intensity=False)
     model.train()
     with torch.no_grad():
-        return float(combine(batch_losses(model, im, co, cfg, _allowed_table(torch.device("cpu")), True), cfg))
+        return float(combine(batch_losses(model, im, co, cfg, allowed_table(torch.device("cpu")), True), cfg))
 
 
 @pytest.mark.parametrize("source", ["synthetic", "acdc"])
@@ -98,8 +90,8 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     x = torch.rand(1, 2, 64, 64)
     model.eval()
     with torch.no_grad():
-        s1, f1 = forward_sequence(model, x)
-        s2, f2 = forward_sequence(loaded, x)
+        s1, f1 = model.forward_sequence(x)
+        s2, f2 = loaded.forward_sequence(x)
     assert torch.allclose(s1, s2) and torch.allclose(f1, f2)
     assert meta["provisional"] is False and meta["seed"] == 0
     assert "optimizer_all" in torch.load(cfg.out, weights_only=True)["extra"]
@@ -130,7 +122,7 @@ def test_augmentation_moves_images_and_labels_together():
 
 
 def test_partial_label_loss_ignores_unknown_classes():
-    table = _allowed_table(torch.device("cpu"))
+    table = allowed_table(torch.device("cpu"))
     logits = torch.zeros(1, 4, 2, 2)
     logits[:, 3] = 5.0  # confident RV everywhere
     not_lv_myo = torch.full((1, 2, 2), NOT_LV_MYO)
@@ -185,7 +177,7 @@ def test_training_data_are_resampled_to_the_model_pixel_size(tmp_path):
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
-    from napari_cardiac_motion.training.train import epoch_batches
+    from napari_cardiac_motion.training.sampling import epoch_batches
 
     cases = synthetic_acdc_like(2, size=80, n_slices=2)
     sunny = synthetic_acdc_like(1, size=80, n_slices=2, seed=5)
@@ -193,7 +185,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
     cfg1 = _tiny_cfg(tmp_path, workers=1, sunnybrook_every=3, sb_batch=2, sb_frames=2)
     b0 = list(epoch_batches(cases, sunny, cfg0, 0, 5, [0, 0]))
     b1 = list(epoch_batches(cases, sunny, cfg1, 0, 5, [0, 0]))
-    assert [x[2] for x in b0] == [False, False, True, False, False] == [x[2] for x in b1]
+    assert [bool(x[2]) for x in b0] == [False, False, True, False, False] == [bool(x[2]) for x in b1]
     for (i0, c0, _), (i1, c1, _) in zip(b0, b1):
         assert torch.equal(i0, i1) and torch.equal(c0, c1)
     cfg2 = _tiny_cfg(tmp_path, workers=2, sunnybrook_every=3, sb_batch=2, sb_frames=2)

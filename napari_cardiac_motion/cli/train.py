@@ -48,6 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="motion: train only the motion branch (encoder and segmentation frozen)")
     p.add_argument("--w-joint", type=float, default=None, help="weight of the label-propagation (joint) loss")
     p.add_argument("--w-seg", type=float, default=None, help="weight of the segmentation loss")
+    p.add_argument("--w-time", type=float, default=None,
+                   help="weight of the temporal term on whole-cycle cine sequences (0: off)")
+    p.add_argument("--w-teacher", type=float, default=None,
+                   help="weight of the mean-teacher consistency on unlabelled cine frames (0: no teacher)")
+    p.add_argument("--cine-every", type=int, default=None,
+                   help="one cine (Sunnybrook) batch every N steps (default 4; 0: never)")
     p.set_defaults(func=run)
 
 
@@ -64,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         train_parts=args.train_parts,
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
-    if args.w_joint is not None:
-        cfg.w_joint = args.w_joint
-    if args.w_seg is not None:
-        cfg.w_seg = args.w_seg
+    for name, key in (("w_joint", "w_joint"), ("w_seg", "w_seg"), ("w_time", "w_time"), ("w_teacher", "w_teacher"),
+                      ("cine_every", "sunnybrook_every")):
+        if getattr(args, name) is not None:
+            setattr(cfg, key, getattr(args, name))
     _, meta = train(cfg)
     print(json.dumps({"out": args.out, "steps": meta["steps"], "train_seconds": meta["train_seconds"],
                       "val": meta.get("val", {}), "stop_reason": meta.get("stop_reason")}))

@@ -119,3 +119,11 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: torch.device 
     metadata["path"] = str(path)
     model.to(device).eval()
     return model, metadata
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a training checkpoint without its optimiser state (what ships in the package)."""
+    payload = read_checkpoint(src)
+    model = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return save_checkpoint(model, dst, payload.get("metadata", {}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..conventions import UNLABELLED
+from ..conventions import NUM_CLASSES, UNLABELLED
 from .transformer import warp
 
 #: the target value the losses ignore: the unlabelled value of corrections files
@@ -106,3 +106,73 @@ def propagated_pseudo_labels(labels: torch.Tensor, flow: torch.Tensor, num_class
     out = warped[:, :num_classes].argmax(1)
     out[warped[:, num_classes] < 0.5] = ignore_index
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# partial labels (training data whose voxels are only partly known)
+
+#: label code: background *or* RV (outside an epicardial contour of a set without RV contours)
+NOT_LV_MYO = 10
+#: label code: background, myocardium or RV (outside an endocardial contour, myocardium not drawn)
+NOT_LV = 11
+
+
+def allowed_table(device: torch.device, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """``(256, C)`` table: row ``code`` is 1 for the classes a voxel with that label code may be
+    (exact codes one class; ``NOT_LV_MYO``/``NOT_LV`` several; ``IGNORE_INDEX`` none)."""
+    t = torch.zeros(256, num_classes, device=device)
+    for c in range(num_classes):
+        t[c, c] = 1
+    t[NOT_LV_MYO] = torch.tensor([1.0, 0, 0, 1], device=device)
+    t[NOT_LV] = torch.tensor([1.0, 0, 1, 1], device=device)
+    return t  # IGNORE_INDEX row stays all zero
+
+
+def partial_nll_logits(logits: torch.Tensor, codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Mean ``-log Σ_{c allowed by code} softmax(logits)_c`` over voxels with a known code
+    (``logits (N, C, H, W)``, ``codes (N, H, W)`` int64)."""
+    allowed = table[codes].permute(0, 3, 1, 2)  # (N, C, H, W)
+    valid = allowed.sum(1) > 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits.float(), 1)
+    allowed = torch.where(valid.unsqueeze(1), allowed, torch.ones_like(allowed))
+    ll = torch.logsumexp(logp.masked_fill(allowed == 0, -1e4), 1)
+    return -(ll[valid]).mean()
+
+
+def partial_nll_probs(probs: torch.Tensor, codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`partial_nll_logits` for probabilities (e.g. warped one-hot labels)."""
+    allowed = table[codes].permute(0, 3, 1, 2)
+    valid = allowed.sum(1) > 0
+    if not bool(valid.any()):
+        return probs.sum() * 0.0
+    p = (probs.float() * allowed).sum(1).clamp_min(1e-6)
+    return -torch.log(p[valid]).mean()
+
+
+def exact_labels(codes: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Codes → labels with partial codes set to ``IGNORE_INDEX`` (for Dice)."""
+    return torch.where(codes < num_classes, codes, torch.full_like(codes, IGNORE_INDEX))
+
+
+def source_onehot(codes: torch.Tensor, num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot ``(B, C, H, W)`` of a source frame's codes (partial codes → background) and a per-sample
+    flag: the frame is labelled at all."""
+    lab = codes.clone()
+    lab[(lab == NOT_LV_MYO) | (lab == NOT_LV)] = 0
+    labelled = (lab != IGNORE_INDEX).flatten(1).any(1)
+    lab[lab == IGNORE_INDEX] = 0
+    return F.one_hot(lab, num_classes).permute(0, 3, 1, 2).float(), labelled
+
+
+def temporal_roughness(flows: torch.Tensor, closed: bool) -> torch.Tensor:
+    """Mean squared second difference in time ``|u_{t−1} − 2 u_t + u_{t+1}|²`` of flows
+    ``(B, T, 2, H, W)`` (pixels) sampled at equal steps in cycle order from ED (frame 0). ``closed``:
+    the frame after the last is ED again (the sequence covers a whole cycle), with ``u = 0`` there."""
+    seq = flows
+    if closed:
+        seq = torch.cat([seq, torch.zeros_like(seq[:, :1])], 1)
+    if seq.shape[1] < 3:
+        return flows.sum() * 0.0
+    return (seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]).pow(2).mean()

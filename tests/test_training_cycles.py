@@ -1,0 +1,122 @@
+"""Training on whole cardiac cycles: cycle sampling, the temporal term, the mean teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from napari_cardiac_motion.model.losses import IGNORE_INDEX, allowed_table, temporal_roughness
+from napari_cardiac_motion.model.mean_teacher import MeanTeacher
+from napari_cardiac_motion.model.network import JointMotionSegNet
+from napari_cardiac_motion.training.data import Case, synthetic_acdc_like
+from napari_cardiac_motion.training.sampling import CYCLE, OPEN, Sampler, cycle_lengths
+from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, train
+
+TINY = tiny_config(head=8, input_size=(96, 96)).to_dict()
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def beating_cine(n_frames: int = 20, size: int = 72, ed: int = 3, seed: int = 0) -> Case:
+    """A synthetic cine slice pair whose LV contracts to ES and returns (frame value = its index in the
+    image's mean, so the sampled order can be read back); labels at ED only, like a cine dataset."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    img = np.zeros((n_frames, 2, size, size), np.float32)
+    codes = np.full((n_frames, 2, size, size), IGNORE_INDEX, np.uint8)
+    for t in range(n_frames):
+        phase = ((t - ed) % n_frames) / n_frames
+        r = 12.0 - 4.0 * np.sin(np.pi * phase)
+        rr = np.hypot(yy - size / 2, xx - size / 2)
+        lab = np.where(rr < r, 1, np.where(rr < r + 5, 2, 0)).astype(np.uint8)
+        for z in range(2):
+            img[t, z] = np.choose(lab, [0.1, 0.9, 0.35]) + rng.normal(0, 0.02, (size, size))
+            if t == ed:
+                codes[t, z] = lab
+    centre = np.full((2, 2), size / 2.0)
+    return Case("beating", "sunnybrook", np.clip(img, 0, 1).astype(np.float16), codes, ed, (ed + n_frames // 3)
+                % n_frames, None, centre)
+
+
+def test_cycle_lengths_divide_the_cycle():
+    assert cycle_lengths(20, 10) == [5, 10]
+    assert cycle_lengths(12, 10) == [6]
+    assert cycle_lengths(7, 5) == [5]  # nothing divides 7: an open run of 5 frames
+
+
+def test_cycle_batches_sample_the_whole_cycle_from_ed():
+    case = beating_cine(20, ed=3)
+    cfg = TrainConfig(crop=48, sb_batch=2, sb_frames=10, wide_prob=0.0)
+    sampler = Sampler([], [case], cfg, np.random.default_rng(0))
+    seen = set()
+    for _ in range(6):
+        images, codes, kind = sampler.cycle_batch()
+        n = images.shape[1]
+        assert kind == CYCLE and n in (5, 10) and images.shape == codes.shape
+        assert (codes[:, 0] != IGNORE_INDEX).any() and (codes[:, 1:] == IGNORE_INDEX).all()  # frame 0 = ED
+        seen.add(n)
+    assert seen == {5, 10}
+    odd = beating_cine(7, ed=0)
+    _, _, kind = Sampler([], [odd], TrainConfig(crop=48, sb_frames=5), np.random.default_rng(0)).cycle_batch()
+    assert kind == OPEN
+
+
+def test_temporal_roughness_sees_alternation_and_a_cycle_that_does_not_close():
+    t = torch.arange(10, dtype=torch.float32)
+    smooth = (torch.sin(np.pi * t / 10) * 3).view(1, 10, 1, 1, 1).expand(1, 10, 2, 4, 4)
+    zigzag = smooth + 0.5 * ((-1) ** t).view(1, 10, 1, 1, 1)
+    assert float(temporal_roughness(zigzag, closed=True)) > 5 * float(temporal_roughness(smooth, closed=True))
+    ramp = t.view(1, 10, 1, 1, 1).expand(1, 10, 2, 4, 4) * 0.5  # drifts away and never returns
+    assert float(temporal_roughness(ramp, closed=False)) < 1e-9
+    assert float(temporal_roughness(ramp, closed=True)) > float(temporal_roughness(smooth, closed=True))
+
+
+def test_mean_teacher_follows_the_student_and_takes_no_gradient():
+    torch.manual_seed(0)
+    student = JointMotionSegNet(tiny_config(head=8, input_size=(96, 96)))
+    mt = MeanTeacher(student, decay=0.5)
+    assert all(not p.requires_grad for p in mt.model.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in mt.model.parameters()]
+    mt.update(student)
+    for b, pt, ps in zip(before, mt.model.parameters(), student.parameters()):
+        assert torch.allclose(pt, 0.5 * b + 0.5 * ps)
+    with pytest.raises(ValueError, match="decay"):
+        MeanTeacher(student, decay=1.0)
+
+
+def test_cine_batches_add_the_temporal_and_teacher_terms():
+    torch.manual_seed(0)
+    model = JointMotionSegNet(tiny_config(head=8, input_size=(96, 96))).train()
+    cfg = TrainConfig(crop=48, sb_batch=2, sb_frames=5, wide_prob=0.0)
+    images, codes, kind = Sampler([], [beating_cine()], cfg, np.random.default_rng(1)).cycle_batch()
+    teacher = MeanTeacher(model)
+    losses = batch_losses(model, images, codes, cfg, allowed_table(torch.device("cpu")), False, kind=kind,
+                          teacher=teacher)
+    assert {"time", "teacher"} <= set(losses) and float(losses["teacher"]) > 0
+    total = combine(losses, cfg)
+    without = combine({k: v for k, v in losses.items() if k not in ("time", "teacher")}, cfg)
+    assert float(total) > float(without)
+    total.backward()
+    assert all(p.grad is None for p in teacher.model.parameters())
+    pair_losses = batch_losses(model, images[:, :2], codes[:, :2], cfg, allowed_table(torch.device("cpu")), False)
+    assert "time" not in pair_losses and "teacher" not in pair_losses
+
+
+def test_training_with_cines_logs_the_new_terms(tmp_path):
+    cases = synthetic_acdc_like(2, size=72, n_slices=2)
+    cfg = TrainConfig(out=str(tmp_path / "m.pt"), epochs=1, steps_per_epoch=6, batch_size=2, crop=48, lr=1e-3,
+                      device="cpu", model=TINY, sunnybrook_every=2, sb_batch=1, sb_frames=5, num_threads=1,
+                      adaptive_threads=False, validate=False)
+    _, meta = train(cfg, cases=(cases, [beating_cine()], []), log=lambda s: None)
+    terms = meta["history"][-1]["train"]
+    assert terms["time"] > 0 and terms["teacher"] > 0 and meta["steps"] == 6

@@ -120,3 +120,30 @@ def test_training_with_cines_logs_the_new_terms(tmp_path):
     _, meta = train(cfg, cases=(cases, [beating_cine()], []), log=lambda s: None)
     terms = meta["history"][-1]["train"]
     assert terms["time"] > 0 and terms["teacher"] > 0 and meta["steps"] == 6
+
+
+def test_an_echo_run_says_what_it_segments(tmp_path):
+    """``dataset="echo"``: half-cycle clips are open sequences, validation scores the echo classes and the
+    checkpoint describes an echo model (left atrium, not RV), at the echo pixel size."""
+    from napari_cardiac_motion.model.checkpoint import load_checkpoint
+    from napari_cardiac_motion.model_description import describe
+    from napari_cardiac_motion.training.datasets import ECHO_PIXEL_MM
+
+    clips = synthetic_acdc_like(2, size=72, n_slices=1)
+    for c in clips:
+        c.source, c.whole_cycle = "camus", False
+    half = beating_cine(10, ed=0)
+    half.source, half.whole_cycle = "camus", False
+    half.image, half.codes, half.center = half.image[:, :1], half.codes[:, :1], half.center[:1]
+    _, _, kind = Sampler([], [half], TrainConfig(crop=48, sb_frames=5), np.random.default_rng(0)).cycle_batch()
+    assert kind == OPEN
+    cfg = TrainConfig(out=str(tmp_path / "echo.pt"), epochs=1, steps_per_epoch=3, batch_size=2, crop=48,
+                      device="cpu", sunnybrook_every=2, sb_batch=1, sb_frames=5, num_threads=1,
+                      adaptive_threads=False, dataset="echo")
+    _, meta = train(cfg, cases=(clips, [half], clips[:1]), log=lambda s: None)
+    assert "dice_LA" in meta["val"] and "dice_RV" not in meta["val"]
+    assert meta["modality"] == "US" and meta["name"] == "echo-joint-v1"
+    model, meta2 = load_checkpoint(cfg.out)
+    assert describe(meta2).by_key("LA") is not None and describe(meta2).by_key("RV") is None
+    assert model.config.pixel_mm == ECHO_PIXEL_MM
+    assert any(d["dataset"] == "CAMUS" for d in meta["training_data"])

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="weight of the temporal term on whole-cycle cine sequences (0: off)")
     p.add_argument("--w-teacher", type=float, default=None,
                    help="weight of the mean-teacher consistency on unlabelled cine frames (0: no teacher)")
+    p.add_argument("--dataset", default="mr", choices=("mr", "echo"),
+                   help="mr: ACDC + Sunnybrook cines (short-axis MR); echo: CAMUS apical views (labels LV cavity, "
+                        "LV myocardium, left atrium; --crop 160 or more fits a whole ventricle)")
     p.add_argument("--cine-every", type=int, default=None,
                    help="one cine (Sunnybrook) batch every N steps (default 4; 0: never)")
     p.set_defaults(func=run)
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         acdc_limit=args.acdc_limit, use_sunnybrook=not args.no_sunnybrook, provisional=args.provisional,
         num_threads=args.threads, init=args.init, workers=args.workers, amp=not args.no_amp,
         channels_last=None if args.channels_last is None else args.channels_last == "on", compile=args.compile,
-        train_parts=args.train_parts,
+        train_parts=args.train_parts, dataset=args.dataset,
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
     for name, key in (("w_joint", "w_joint"), ("w_seg", "w_seg"), ("w_time", "w_time"), ("w_teacher", "w_teacher"),

@@ -58,6 +58,8 @@ class Case:
         spacing: ``(dz, dy, dx)`` mm, or None when unknown (ACDC files here).
         center: ``(Z, 2)`` in-plane heart centre per slice (y, x), from the ED labels (image centre when
             a slice has none).
+        whole_cycle: the frames cover a whole cardiac cycle (the frame after the last is ED again);
+            False for clips that cover part of it (e.g. CAMUS ED→ES half cycles).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Case:
     es: int
     spacing: tuple[float, float, float] | None = None
     center: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    whole_cycle: bool = True
 
     @property
     def n_frames(self) -> int:

@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..model.network import JointMotionSegNet, count_parameters
-from .data import ACDC_LICENCE, ACDC_VAL_PATIENTS, SUNNYBROOK_LICENCE, SUNNYBROOK_VAL_PATIENTS, Case
+from .data import Case
+from .datasets import data_metadata, description_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainConfig
 
 MODEL_NAME = "cardiac-joint-v2"
 MODEL_VERSION = "2.0.0"
+ECHO_MODEL_NAME = "echo-joint-v1"
 
 
 class RunLogger:
@@ -73,21 +75,19 @@ def lr_factor(progress: float, min_ratio: float, warmup: float = 0.02) -> float:
 
 def metadata_for(cfg: "TrainConfig", acdc: list[Case], sunny: list[Case], val_cases: list[Case],
                  history: list[dict], steps: int, seconds: float, model: JointMotionSegNet) -> dict[str, Any]:
-    data = []
-    if acdc:
-        data.append({"dataset": "ACDC", "patients": [c.name for c in acdc], "licence": ACDC_LICENCE})
-    if sunny:
-        data.append({"dataset": "Sunnybrook", "patients": [c.name for c in sunny], "licence": SUNNYBROOK_LICENCE})
+    """The checkpoint metadata of a run: what it learnt from, how, its validation history and what the
+    model segments (the dataset's model description)."""
     last = history[-1]["val"] if history and history[-1].get("val") else {}
+    echo = cfg.dataset == "echo"
+    what = "apical echocardiography (CAMUS)" if echo else "short-axis cine MR"
     return plain_json({
-        "name": MODEL_NAME,
+        "name": ECHO_MODEL_NAME if echo else MODEL_NAME,
         "version": MODEL_VERSION + ("-provisional" if cfg.provisional else ""),
         "provisional": bool(cfg.provisional),
-        "description": "Joint motion estimation and segmentation of short-axis cine MR (Qin et al. 2018), "
+        "description": f"Joint motion estimation and segmentation of {what} (Qin et al. 2018), "
                        "weakly supervised on ED/ES labels.",
-        "training_data": data,
-        "validation_split": {"acdc": list(ACDC_VAL_PATIENTS), "sunnybrook": list(SUNNYBROOK_VAL_PATIENTS),
-                             "used_for_scores": [c.name for c in val_cases]},
+        **data_metadata(acdc, sunny, val_cases),
+        **description_for(cfg.dataset).to_metadata(),
         "command": cfg.command,
         "seed": cfg.seed,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),

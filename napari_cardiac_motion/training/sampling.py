@@ -6,7 +6,9 @@ A batch is ``(images (B, T, S, S), codes (B, T, S, S), kind)``, frame 0 = the so
 * ``PAIR`` — ACDC: ``[ED, ES]`` or ``[ES, ED]`` of one slice;
 * ``CYCLE`` — a cine slice sampled at ``n`` equal steps over the *whole* cycle from ED
   (``ED, ED + T/n, …``), so the frame after the last is ED again (the closed temporal term applies);
-* ``OPEN`` — a cine whose frame count the chosen ``n`` does not divide: ``n`` consecutive frames from ED.
+* ``OPEN`` — a cine whose frame count the chosen ``n`` does not divide, or a clip that covers part of a
+  cycle (``Case.whole_cycle`` False, e.g. an echo ED→ES half cycle): ``n`` frames at equal steps from
+  ED across the clip.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Sampler:
 
     def cycle_batch(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``sb_batch`` random cine slices, each ``n`` frames at equal steps over the whole cycle from ED
-        (``CYCLE``), or ``n`` consecutive frames from ED where ``n`` does not divide the cycle (``OPEN``)."""
+        (``CYCLE``), or ``n`` frames at equal steps from ED across the clip (``OPEN``, see module docstring)."""
         picks = [self.sunny_items[k] for k in self.rng.integers(len(self.sunny_items), size=self.cfg.sb_batch)]
         lengths = cycle_lengths(self.sunny[picks[0][0]].n_frames, self.cfg.sb_frames)
         n = int(lengths[self.rng.integers(len(lengths))])
@@ -76,8 +78,9 @@ class Sampler:
         for i, z in picks:
             case = self.sunny[i]
             t = case.n_frames
-            step = t // n if t % n == 0 else 1
-            closed = closed and t % n == 0
+            whole = bool(case.whole_cycle) and t % n == 0
+            step = t // n if whole else max(1, (t - 1) // max(n - 1, 1))
+            closed = closed and whole
             order = [(case.ed + step * j) % t for j in range(n)]
             self._add_crop(case, z, order, imgs, cods, wides)
         images, codes = self._finish(imgs, cods, wides)

@@ -45,7 +45,8 @@ from ..model.losses import (IGNORE_INDEX, allowed_table, charbonnier_smoothness,
 from ..model.mean_teacher import MeanTeacher
 from ..model.network import JointConfig, JointMotionSegNet, count_parameters
 from ..model.transformer import warp
-from .data import ACDC_VAL_PATIENTS, SUNNYBROOK_VAL_PATIENTS, Case, load_acdc, load_sunnybrook
+from .data import Case
+from .datasets import ECHO_PIXEL_MM, description_for, load_cases
 from .sampling import CYCLE, PAIR, epoch_batches
 from .run_support import RunLogger, adapt_threads, lr_factor, metadata_for
 from .validation import validate
@@ -100,6 +101,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision (float16 autocast + gradient scaling) on CUDA
     compile: bool = False  # torch.compile the network (CUDA: faster after a warm-up of ~1 min)
     train_parts: str = "all"  # "motion": only the motion branch learns (encoder and segmentation frozen)
+    dataset: str = "mr"  # "mr" (ACDC + Sunnybrook) or "echo" (CAMUS apical views; see .datasets)
 
 
 def batch_losses(model: JointMotionSegNet, images: torch.Tensor, codes: torch.Tensor, cfg: TrainConfig,
@@ -195,24 +197,17 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
     logger = RunLogger(cfg.log_file, log)
     t_start = time.perf_counter()
     try:
+        if cfg.dataset == "echo" and not cfg.resume and cfg.model == TrainConfig().model:
+            cfg.model = JointConfig.from_dict({**cfg.model, "pixel_mm": ECHO_PIXEL_MM}).to_dict()
         if cases is None:
-            root = Path(cfg.data)
-            acdc_root = root / "acdc" if (root / "acdc").is_dir() else root
-            sunny_root = root / "sunnybrook"
-            pixel_mm = JointConfig.from_dict(cfg.model).pixel_mm
-            acdc = load_acdc(acdc_root, exclude=ACDC_VAL_PATIENTS, limit=cfg.acdc_limit, pixel_mm=pixel_mm)
-            val_cases = load_acdc(acdc_root, names=list(ACDC_VAL_PATIENTS), pixel_mm=pixel_mm) if cfg.validate else []
-            if cfg.val_limit is not None:
-                val_cases = val_cases[:cfg.val_limit]
-            sunny = load_sunnybrook(sunny_root, exclude=SUNNYBROOK_VAL_PATIENTS, pixel_mm=pixel_mm) \
-                if cfg.use_sunnybrook and sunny_root.is_dir() else []
+            acdc, sunny, val_cases = load_cases(cfg, JointConfig.from_dict(cfg.model).pixel_mm)
         else:
             acdc, sunny, val_cases = cases
         if not acdc:
-            raise InputError(f"No ACDC-like training patients (folders with ED.nii.gz and ED_gt.nii.gz) under "
-                             f"'{cfg.data}'. Point --data at the shared data folder or an ACDC-like folder.")
-        logger(f"data: {len(acdc)} ACDC-like training patients, {len(sunny)} Sunnybrook cines, "
-               f"{len(val_cases)} validation patients; loaded in {time.perf_counter() - t_start:.0f} s")
+            raise InputError("No training cases: pass ED/ES pairs (cases) or point --data at the shared data folder.")
+        logger(f"data ({cfg.dataset}): {len(acdc)} ED/ES training cases, {len(sunny)} cine sequences, "
+               f"{len(val_cases)} validation cases; loaded in {time.perf_counter() - t_start:.0f} s")
+        val_keys = description_for(cfg.dataset).keys()
 
         model_cfg = JointConfig.from_dict(cfg.model)
         init_state = None
@@ -358,7 +353,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
                     break
             means = {k: v / counts[k] for k, v in sums.items()}
             t_val = time.perf_counter()
-            val = validate(model, val_cases, device) if val_cases else {}
+            val = validate(model, val_cases, device, keys=val_keys, size=224 if cfg.dataset == "echo" else 160) if val_cases else {}
             set_train_mode(model, cfg.train_parts)
             val_seconds = time.perf_counter() - t_val
             history.append({"epoch": epoch + 1, "step": step, "train": {k: round(v, 5) for k, v in means.items()},

@@ -21,13 +21,15 @@ def validation_region(case: Case, size: int) -> Region:
 
 
 @torch.no_grad()
-def validate(model: JointMotionSegNet, cases: list[Case], device: torch.device, size: int = 160) -> dict[str, float]:
-    """3D Dice (LV/Myo/RV, mean of ED and ES) and propagated-label Dice (ED labels warped to ES) over
+def validate(model: JointMotionSegNet, cases: list[Case], device: torch.device, size: int = 160,
+             keys: dict[int, str] | None = None) -> dict[str, float]:
+    """3D Dice (per class of ``keys``, default LV/Myo/RV; mean of ED and ES) and propagated-label Dice (ED labels warped to ES) over
     ACDC-like validation cases, on a ``size``² region around the heart at the model's pixel size (the
     cases are re-sampled on loading), with the same geometry helpers as inference."""
+    keys = keys or {1: "LV", 2: "Myo", 3: "RV"}
     model.eval()
-    seg_d = {k: [] for k in ("LV", "Myo", "RV")}
-    prop_d = {k: [] for k in ("LV", "Myo", "RV")}
+    seg_d: dict[str, list[float]] = {k: [] for k in keys.values()}
+    prop_d: dict[str, list[float]] = {k: [] for k in keys.values()}
     for case in cases:
         region = validation_region(case, size)
         z_n = case.n_slices
@@ -41,7 +43,7 @@ def validate(model: JointMotionSegNet, cases: list[Case], device: torch.device, 
         pred = seg.argmax(2).permute(1, 0, 2, 3).cpu().numpy()  # (2, Z, H, W)
         ed_lab = torch.from_numpy(gt[0].astype(np.float32)).unsqueeze(1).to(device)
         prop = warp(ed_lab, flows[:, 1].float(), mode="nearest")[:, 0].round().cpu().numpy()
-        for c, k in ((1, "LV"), (2, "Myo"), (3, "RV")):
+        for c, k in keys.items():
             seg_d[k].append(0.5 * (dice(pred[0] == c, gt[0] == c) + dice(pred[1] == c, gt[1] == c)))
             prop_d[k].append(dice(prop == c, gt[1] == c))
     model.train()

@@ -25,13 +25,22 @@ NO_LAYERS: list = [(None,)]
 
 def cine_to_layer_data(cine: Cine, source_path: str | os.PathLike | None = None) -> LayerData:
     """Image layer data for a :class:`Cine`: axes ``t, z, y, x`` (the sliders read t and z, in frames and
-    slices), scale in mm (one step per frame), geometry kept in ``metadata``."""
+    slices), scale in mm (one step per frame), geometry kept in ``metadata``.
+
+    ``metadata["spacing_known"]`` is False (with ``metadata["spacing_note"]`` saying why) when the input
+    has no physical pixel size (a video, placeholder spacing): the scale is then in pixels, not mm.
+    ``metadata["modality"]`` is ``"US"`` for echo clips; ``metadata["warnings"]`` holds the reader's notes."""
     meta = {
         "spacing": tuple(cine.spacing),
         "frame_interval_ms": float(cine.frame_interval_ms),
         "affine": cine.affine.copy(),
         "source_path": str(source_path) if source_path is not None else None,
+        "spacing_known": bool(cine.spacing_known),
+        "modality": cine.modality,
+        "warnings": list(cine.warnings),
     }
+    if not cine.spacing_known:
+        meta["spacing_note"] = "no physical pixel size in the file: scale and measurements are in pixels, not mm"
     kwargs = {"name": cine.name, "scale": cine.napari_scale(), "metadata": meta, "axis_labels": AXIS_LABELS}
     return [(cine.data, kwargs, "image")]
 

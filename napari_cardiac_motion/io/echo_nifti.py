@@ -202,6 +202,9 @@ def read_nifti_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     if chosen == "auto" and fr.data.shape[0] > 1:
         notes.append(f"{Path(path).name}: read as a 2D+t clip (X, Y, T) because {reason}; if it is a 3D "
                      "volume, open it with layout 'volume'.")
+    if fr.data.shape[0] == 1:
+        notes.append(f"{Path(path).name} is a single 2D frame: opened as a one-frame clip; motion and the "
+                     "ED/ES choice need a clip (X, Y, T) or a cine (X, Y, Z, T).")
     if not fr.spacing_known:
         notes.append(NO_SPACING_NOTE)
     for msg in notes:

@@ -191,8 +191,11 @@ def test_placeholder_spacing_is_unknown_and_2d_file_is_one_frame(tmp_path):
     cine, warned = _read(p)
     assert not cine.spacing_known and any("no physical pixel size" in w for w in warned)
     one = write_2d_t_nifti(tmp_path / "one.nii.gz", clip[0], 0.3)
-    c1, _ = _read(one)
+    with pytest.raises(InputError, match="single 2D image"):
+        read_cine(one)  # "auto": a picture is not a cine
+    c1, warned = _read(one, layout="2d+t")
     assert c1.shape == (1, 1, 48, 64) and c1.spacing_known
+    assert any("single 2D frame" in w for w in warned)
     lab = read_nifti_label_frames(one)
     assert lab.data.shape == (1, 48, 64) and lab.data.dtype == np.uint8
 

@@ -185,6 +185,9 @@ def nifti_stem_of(path: str | os.PathLike) -> str:
 def read_nifti_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     """Read a NIfTI as a :class:`Cine` ``(T, Z, Y, X)``: a 3D file as a volume or a 2D+t clip (module doc).
 
+    A 2D file is refused under ``layout="auto"`` (a single picture is not a cine) and read as a one-frame
+    clip under ``layout="2d+t"``.
+
     A 2D+t clip gets spacing ``(1.0, dy, dx)`` mm (one slice; dz is a placeholder), ``modality="US"``,
     ``spacing_known`` False when the header has only unit-less 1.0 placeholders (then a warning says
     so), and a note in ``warnings`` saying how ``layout="auto"`` decided.
@@ -196,6 +199,9 @@ def read_nifti_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     if lay == "volume":
         return read_nifti(path)
     fr = read_nifti_frames(path)
+    if chosen == "auto" and fr.data.shape[0] == 1:
+        raise InputError(f"{Path(path).name} is a single 2D image; a cine needs time (an echo clip X×Y×T or "
+                         "a cine X×Y×Z×T). To open one echo frame anyway, use layout '2d+t'.")
     if fr.data.dtype.kind not in "uifb":
         raise InputError(f"{Path(path).name} has data type {fr.data.dtype}, not a real number image.")
     notes = list(fr.notes)

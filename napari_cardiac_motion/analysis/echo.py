@@ -9,7 +9,7 @@ Geometry of one frame (:func:`view_geometry`), in mm:
 * the LV cavity = the largest connected region of label 1, holes filled;
 * the **mitral annulus**: the two ends of the cavity's open (basal) border, i.e. the cavity border that
   does not touch the myocardium (label 2); without myocardium labels the border touching the left atrium
-  (label 3); without either, the deepest 5 % of the cavity along its principal axis. The two annulus
+  (label 3); without either, the deepest two rows of the cavity border (rows = depth, apex at the top). The two annulus
   points are the extremes of that border along its own direction; ``base`` is their midpoint;
 * the **apex**: the point of the cavity border farthest from ``base``;
 * the **long axis** ``L`` = ``|apex − base|``; it is cut into :data:`N_DISCS` = 20 slabs of height ``L/20``
@@ -144,13 +144,11 @@ def _base_pixels(labels: np.ndarray, cavity: np.ndarray, myo: int, la: int) -> t
 
 
 def _shape_base(cavity: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Without myocardium or atrium: the deepest 5 % of the cavity along its principal axis, as mm points."""
+    """Without myocardium or atrium: the deepest two rows of the cavity border (rows = depth, apex at the
+    top), as mm points."""
     pts = np.argwhere(_border(cavity)) * scale
-    centre = pts.mean(0)
-    _, vecs = np.linalg.eigh(np.cov((pts - centre).T))
-    axis = vecs[:, -1] if vecs[0, -1] >= 0 else -vecs[:, -1]  # pointing deeper (larger y)
-    proj = (pts - centre) @ axis
-    return pts[proj >= proj.max() - 0.05 * (proj.max() - proj.min())]
+    depth = pts[:, 0]
+    return pts[depth >= depth.max() - 1.5 * scale[0]]
 
 
 def _annulus(base_mm: np.ndarray) -> np.ndarray:
@@ -297,3 +295,34 @@ def _view_dict(view: EchoView, ed: int, es: int, how: str, g: dict[str, ViewGeom
             ("single_plane_ml", r(g[p].single_plane_ml())), ("annulus_from", g[p].base_from),
             ("disc_diameters_mm", [r(d) for d in g[p].diameters_mm]))},
     }
+
+
+def echo_view_from_files(name: str, paths: list[str], ed: int | None = None, es: int | None = None,
+                         pixel_mm: float | None = None) -> EchoView:
+    """An :class:`EchoView` from label files: one clip ``(X, Y, T)`` (NIfTI or MetaImage) or one 2D file
+    per frame (in the order given). ``pixel_mm`` overrides the files' pixel size (square pixels)."""
+    from ..io.echo_nifti import read_nifti_label_frames
+    from ..io.mhd import is_mhd_path, read_mhd_label_frames
+
+    if not paths:
+        raise InputError(f"No label file for {name}; give one clip (X, Y, T) or one 2D file per frame.")
+    frames, spacings, known = [], [], True
+    for p in paths:
+        if is_mhd_path(p):
+            lab, sp = read_mhd_label_frames(p)
+            k = not all(abs(s - 1.0) < 1e-9 for s in sp)
+        else:
+            fr = read_nifti_label_frames(p, "2d+t")
+            lab, sp, k = fr.data, fr.spacing, fr.spacing_known
+        frames.append(lab)
+        spacings.append(tuple(float(s) for s in sp))
+        known = known and k
+    shapes = {f.shape[1:] for f in frames}
+    if len(shapes) != 1:
+        raise InputError(f"The {name} label files have different sizes {sorted(shapes)}; give frames of one clip.")
+    if len(set(spacings)) != 1:
+        raise InputError(f"The {name} label files have different pixel sizes {sorted(set(spacings))}; give frames "
+                         "of one clip.")
+    spacing = spacings[0] if pixel_mm is None else (float(pixel_mm), float(pixel_mm))
+    return EchoView(name, np.concatenate(frames), spacing, ed, es, known or pixel_mm is not None,
+                    [str(p) for p in paths])

@@ -262,7 +262,8 @@ def measure_echo(a2c: EchoView | None = None, a4c: EchoView | None = None, lv: i
         key = next(iter(geo))
         method = f"single-plane Simpson (method of discs, {N_DISCS} discs, {key.upper()} only)"
         edv, esv = (geo[key][p].single_plane_ml(lengths[p]) for p in ("ed", "es"))
-    method += f"; disc height from the {'longest long axis of all frames (CAMUS)' if length_rule == 'camus' else 'longer long axis of each instant (ASE)'}"
+    method += ("; disc height from the longest long axis of all frames (CAMUS)" if length_rule == "camus"
+               else "; disc height from the longer long axis of each instant (ASE)")
     known = all(v.spacing_known for v in views.values())
     result: dict[str, Any] = {
         "method": method,

@@ -12,7 +12,7 @@ from .errors import InputError
 
 @dataclass
 class Cine:
-    """A short-axis cine MR.
+    """A cine: a short-axis MR stack, or a 2D+t echo clip (Z = 1, rows = depth with the apex at the top).
 
     Attributes:
         data: image, shape ``(T, Z, Y, X)`` (time first, napari's order), float32.

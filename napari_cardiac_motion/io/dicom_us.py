@@ -34,11 +34,14 @@ UNITS_CM = 3
 
 
 def is_us_dicom(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a DICOM file of an ultrasound SOP class or modality ``US`` (header only)."""
+    """True when ``path`` is a DICOM file (``DICM`` preamble) of an ultrasound SOP class or modality ``US``
+    (header only)."""
     import pydicom
 
+    from .dicom import looks_like_dicom
+
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file() or not looks_like_dicom(p):
         return False
     try:
         ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])

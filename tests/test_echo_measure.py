@@ -134,6 +134,19 @@ def test_measure_echo_cli(tmp_path, capsys):
     assert "different sizes" in err and "Traceback" not in err
 
 
+def test_measure_echo_mhd_labels(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    ed, _ = half_ellipse_labels(25.0, 12.0, spacing=(0.15, 0.3), size=(267, 133))
+    es, _ = half_ellipse_labels(20.0, 9.0, spacing=(0.15, 0.3), size=(267, 133))
+    img = sitk.GetImageFromArray(np.stack([ed, es]))
+    img.SetSpacing((0.3, 0.15, 1.0))
+    sitk.WriteImage(img, str(tmp_path / "a2c_sequence_gt.mhd"), False)
+    assert main(["measure-echo", "--a2c", str(tmp_path / "a2c_sequence_gt.mhd"), "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "measurements.json").read_text())
+    assert res["views"]["a2c"]["spacing_mm"] == [0.15, 0.3]
+    assert res["lv_edv_ml"] == pytest.approx(half_ellipsoid_ml(25, 12), rel=0.05)
+
+
 @pytest.mark.skipif(not CAMUS.is_dir(), reason="../shared/data/echo not present")
 def test_camus_expert_labels_ef_matches_reference():
     from napari_cardiac_motion.training.echo_data import camus_expert_ef

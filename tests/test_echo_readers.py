@@ -231,7 +231,11 @@ def test_dicom_us_multiframe_jpeg(tmp_path):
     assert float(np.mean(np.abs(cine.data[:, 0] - lum))) < 4.0
     assert not warned
     folder_cine = read_cine(tmp_path)  # a folder holding one US clip
-    assert folder_cine.shape == cine.shape
+    assert folder_cine.shape == cine.shape and not folder_cine.warnings
+    write_us_multiframe(tmp_path / "zz_second.dcm", clip[:2])
+    two, warned = _read(tmp_path)
+    assert two.shape == cine.shape and any("2 DICOM files" in w for w in warned)
+    (tmp_path / "zz_second.dcm").unlink()
     layers = get_dicom_us_reader(str(p))(str(p))
     assert layers[0][0].shape == (5, 1, 48, 64) and layers[0][1]["metadata"]["modality"] == "US"
     assert get_dicom_reader(str(tmp_path)) is not None

@@ -56,7 +56,7 @@ def read_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     if p.is_dir():
         files = dicom_files_in(p)
         if files and is_us_dicom(files[0]):
-            return read_dicom_us(files[0])
+            return _first_us_clip(files)
         return read_dicom_folder(p)
     if is_nifti_path(p):
         return read_nifti_cine(p, lay)
@@ -67,6 +67,21 @@ def read_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     if looks_like_dicom(p):
         return read_dicom_us(p) if is_us_dicom(p) else read_dicom_folder(p.parent)
     return read_nifti_cine(p, lay)
+
+
+def _first_us_clip(files: list[Path]) -> Cine:
+    """The first ultrasound clip of a folder, with a note when the folder holds more DICOM files."""
+    import warnings
+
+    from ..errors import InputWarning
+
+    cine = read_dicom_us(files[0])
+    if len(files) > 1:
+        msg = (f"The folder holds {len(files)} DICOM files; opened the ultrasound clip {files[0].name}. "
+               "Open a file to choose another clip.")
+        cine.warnings.append(msg)
+        warnings.warn(msg, InputWarning, stacklevel=3)
+    return cine
 
 
 __all__ = [

@@ -6,8 +6,8 @@ One file holds the whole clip: ``pixel_array`` is ``(frames, rows, cols[, 3])``,
 ``0.299 R + 0.587 G + 0.114 B``. The result is a :class:`Cine` ``(T, 1, Y, X)``: rows = depth, apex at
 the top, columns = lateral.
 
-Pixel size: from the Sequence of Ultrasound Regions (0018,6011): the largest 2D tissue region
-(``RegionSpatialFormat`` 1) whose ``PhysicalUnitsX/YDirection`` are cm (code 3) gives
+Pixel size: from the Sequence of Ultrasound Regions (0018,6011): the 2D region (``RegionSpatialFormat``
+1), tissue regions (``RegionDataType`` 1) first, then the largest, whose ``PhysicalUnitsX/YDirection`` are cm (code 3) gives
 ``PhysicalDeltaX/Y`` in cm → × 10 mm; else ``PixelSpacing`` (mm); else unknown (``spacing_known`` False).
 Frame interval: ``FrameTime`` (ms), else the mean of ``FrameTimeVector`` (ms, first entry 0), else
 ``1000 / CineRate`` or ``RecommendedDisplayFrameRate``; else 0 (unknown).
@@ -52,11 +52,12 @@ def is_us_dicom(path: str | os.PathLike) -> bool:
 
 def us_pixel_size_mm(ds) -> tuple[float, float] | None:
     """``(dy, dx)`` in mm from the ultrasound regions (or ``PixelSpacing``); ``None`` when unknown."""
-    best, best_area = None, -1.0
+    best, best_key = None, (-1, -1.0)
     for reg in ds.get("SequenceOfUltrasoundRegions", []) or []:
         try:
             if int(reg.get("RegionSpatialFormat", 0)) != 1:
                 continue
+            tissue = int(int(reg.get("RegionDataType", 0) or 0) == 1)
             if int(reg.PhysicalUnitsXDirection) != UNITS_CM or int(reg.PhysicalUnitsYDirection) != UNITS_CM:
                 continue
             dx, dy = abs(float(reg.PhysicalDeltaX)) * 10.0, abs(float(reg.PhysicalDeltaY)) * 10.0
@@ -64,8 +65,8 @@ def us_pixel_size_mm(ds) -> tuple[float, float] | None:
                          * (int(reg.RegionLocationMaxY1) - int(reg.RegionLocationMinY0)))
         except (AttributeError, TypeError, ValueError):
             continue
-        if dx > 0 and dy > 0 and area > best_area:
-            best, best_area = (dy, dx), area
+        if dx > 0 and dy > 0 and (tissue, area) > best_key:
+            best, best_key = (dy, dx), (tissue, area)
     if best is None and ds.get("PixelSpacing"):
         try:
             dy, dx = (float(v) for v in ds.PixelSpacing)

@@ -180,6 +180,7 @@ def test_decide_layout_rules():
     assert decide_layout((224, 224, 2), (1.0, 1.0, 1.0), "CAMUS patient0017 2CH [ED,ES] 224x224")[0] == "2d+t"
     assert decide_layout((224, 224, 2), (1.0, 1.0, 1.0))[0] == "volume"
     assert decide_layout((64, 48, 20), (0.5, 0.5, 0.02), time_unit="sec")[0] == "2d+t"
+    assert decide_layout((64, 48, 12), (1.4, 1.4, 8.0), time_unit="msec")[0] == "volume"
     assert decide_layout((64, 48, 10), (1.4, 1.4, 8.0), time_unit="sec")[0] == "volume"
     assert decide_layout((64, 48), (0.3, 0.3))[0] == "2d+t"
     assert decide_layout((64, 48, 10, 20), (1.4, 1.4, 8.0, 40.0))[0] == "volume"
@@ -190,6 +191,12 @@ def test_placeholder_spacing_is_unknown_and_2d_file_is_one_frame(tmp_path):
     p = write_2d_t_nifti(tmp_path / "p.nii.gz", clip, 1.0, "X,Y,T", units=None)
     cine, warned = _read(p)
     assert not cine.spacing_known and any("no physical pixel size" in w for w in warned)
+    timed = nib.Nifti1Image(np.transpose(clip), np.diag([0.5, 0.5, 1.0, 1.0]))
+    timed.header.set_zooms((0.5, 0.5, 0.02))
+    timed.header.set_xyzt_units("mm", "sec")
+    nib.save(timed, str(tmp_path / "timed.nii.gz"))
+    c_t, _ = _read(tmp_path / "timed.nii.gz")
+    assert c_t.shape == (6, 1, 48, 64) and c_t.frame_interval_ms == pytest.approx(20.0)
     one = write_2d_t_nifti(tmp_path / "one.nii.gz", clip[0], 0.3)
     with pytest.raises(InputError, match="single 2D image"):
         read_cine(one)  # "auto": a picture is not a cine

@@ -39,6 +39,9 @@ SINGLE_SLICE_MM = 1.0
 
 _TIME_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
 
+#: a frame interval (ms) read from a header outside this range is taken as unknown (e.g. a frame counter 1.0 s)
+PLAUSIBLE_FRAME_MS = (1.0, 200.0)
+
 
 def check_layout(layout: str) -> str:
     """``layout`` lower-cased, or :class:`InputError` when it is not one of :data:`LAYOUTS`."""
@@ -61,8 +64,8 @@ def decide_layout(shape: tuple[int, ...], zooms: tuple[float, ...], descrip: str
     Rule for 3D (in order; 2D files are ``"2d+t"`` with one frame, 4D+ files ``"volume"``):
 
     1. ``descrip`` names a time axis (one of :data:`TIME_AXIS_WORDS`, e.g. CAMUS's ``"X,Y,T"``) → 2D+t;
-    2. the header gives the third axis a time unit only (``xyzt_units`` time set and the third pixdim a
-       plausible frame interval, 5–200 ms) → 2D+t;
+    2. the third pixdim read in the header's time unit (``xyzt_units``) is a plausible frame interval
+       (5–200 ms) and is under 1 (so not a slice distance in mm: in practice seconds) → 2D+t;
     3. the third pixdim is exactly 1.0 (a frame counter) and the in-plane pixels are finer than
        :data:`ULTRASOUND_PIXEL_MM` → 2D+t (an ultrasound grid);
     4. otherwise → volume (a short-axis stack, today's behaviour).
@@ -96,7 +99,8 @@ class EchoFrames:
         data: ``(T, Y, X)`` in the file's dtype (rows = depth Y, columns = lateral X).
         spacing: ``(dy, dx)`` mm by the package's voxel-size rule; ``spacing_known`` False when the header
             has no unit and 1.0 placeholders.
-        frame_interval_ms: from the third pixdim when the header gives it a time unit, else 0 (unknown).
+        frame_interval_ms: from the third pixdim when the header gives it a time unit and the value is
+            plausible (:data:`PLAUSIBLE_FRAME_MS`), else 0 (unknown).
         affine: 4x4 as stored; name: file stem; notes: header warnings and how the layout was decided.
     """
 
@@ -171,6 +175,7 @@ def read_nifti_frames(path: str | os.PathLike, what: str = "image") -> EchoFrame
     dt = 0.0
     if len(zooms) >= 3 and t_unit in _TIME_MS and img.ndim >= 3:
         dt = zooms[-1 if raw.ndim == 4 else 2] * _TIME_MS[t_unit]
+        dt = dt if PLAUSIBLE_FRAME_MS[0] <= dt <= PLAUSIBLE_FRAME_MS[1] else 0.0
     known = not (abs(dx - 1.0) < 1e-6 and abs(dy - 1.0) < 1e-6 and s_unit == "unknown")
     return EchoFrames(np.ascontiguousarray(arr.transpose(2, 1, 0)), (float(dy), float(dx)), known,
                       float(dt), np.asarray(img.affine, np.float64), nifti_stem_of(path), notes)

@@ -1,4 +1,5 @@
-"""npe2 reader contributions: NIfTI cine files and DICOM cine folders.
+"""npe2 reader contributions: NIfTI cine files, DICOM cine folders and echo clips (2D+t NIfTI, MetaImage
+``.mhd``/``.mha``, DICOM ultrasound files, AVI/MP4 videos).
 
 The reader functions return ``[(data (T, Z, Y, X), kwargs, "image")]``. Errors a user can fix are
 shown as napari notifications and the reader returns :data:`NO_LAYERS` = ``[(None,)]``, npe2's
@@ -24,13 +25,22 @@ NO_LAYERS: list = [(None,)]
 
 def cine_to_layer_data(cine: Cine, source_path: str | os.PathLike | None = None) -> LayerData:
     """Image layer data for a :class:`Cine`: axes ``t, z, y, x`` (the sliders read t and z, in frames and
-    slices), scale in mm (one step per frame), geometry kept in ``metadata``."""
+    slices), scale in mm (one step per frame), geometry kept in ``metadata``.
+
+    ``metadata["spacing_known"]`` is False (with ``metadata["spacing_note"]`` saying why) when the input
+    has no physical pixel size (a video, placeholder spacing): the scale is then in pixels, not mm.
+    ``metadata["modality"]`` is ``"US"`` for echo clips; ``metadata["warnings"]`` holds the reader's notes."""
     meta = {
         "spacing": tuple(cine.spacing),
         "frame_interval_ms": float(cine.frame_interval_ms),
         "affine": cine.affine.copy(),
         "source_path": str(source_path) if source_path is not None else None,
+        "spacing_known": bool(cine.spacing_known),
+        "modality": cine.modality,
+        "warnings": list(cine.warnings),
     }
+    if not cine.spacing_known:
+        meta["spacing_note"] = "no physical pixel size in the file: scale and measurements are in pixels, not mm"
     kwargs = {"name": cine.name, "scale": cine.napari_scale(), "metadata": meta, "axis_labels": AXIS_LABELS}
     return [(cine.data, kwargs, "image")]
 
@@ -64,15 +74,15 @@ def _safe_reader(read: Callable[[str], Cine]) -> Callable[[Any], LayerData]:
 
 
 def _read_nifti(path: str) -> Cine:
-    from .io.nifti import read_nifti
+    from .io.echo_nifti import read_nifti_cine
 
-    return read_nifti(path)
+    return read_nifti_cine(path, "auto")
 
 
-def _read_dicom(path: str) -> Cine:
-    from .io.dicom import read_dicom_folder
+def _read_any(path: str) -> Cine:
+    from .io import read_cine
 
-    return read_dicom_folder(path)
+    return read_cine(path, "auto")
 
 
 def get_nifti_reader(path: Any):
@@ -107,4 +117,40 @@ def get_dicom_reader(path: Any):
     p = str(path)
     if not os.path.isdir(p) or not _folder_has_dicom(p):
         return None
-    return _safe_reader(_read_dicom)
+    return _safe_reader(_read_any)
+
+
+def _one_path(path: Any) -> str | None:
+    if isinstance(path, (list, tuple)):
+        return str(path[0]) if len(path) == 1 else None
+    return str(path)
+
+
+def get_mhd_reader(path: Any):
+    """Return a reader for MetaImage files (``*.mhd``, ``*.mha``; CAMUS's older layout), else ``None``."""
+    from .io.mhd import is_mhd_path
+
+    p = _one_path(path)
+    if p is None or not is_mhd_path(p) or os.path.isdir(p):
+        return None
+    return _safe_reader(_read_any)
+
+
+def get_video_reader(path: Any):
+    """Return a reader for echo videos (``*.avi``, ``*.mp4``, ...; no pixel size), else ``None``."""
+    from .io.video import is_video_path
+
+    p = _one_path(path)
+    if p is None or not is_video_path(p) or os.path.isdir(p):
+        return None
+    return _safe_reader(_read_any)
+
+
+def get_dicom_us_reader(path: Any):
+    """Return a reader for one DICOM ultrasound file (US (Multi-frame) Image Storage), else ``None``."""
+    from .io.dicom_us import is_us_dicom
+
+    p = _one_path(path)
+    if p is None or not os.path.isfile(p) or not is_us_dicom(p):
+        return None
+    return _safe_reader(_read_any)

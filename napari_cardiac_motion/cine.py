@@ -12,7 +12,7 @@ from .errors import InputError
 
 @dataclass
 class Cine:
-    """A short-axis cine MR.
+    """A cine: a short-axis MR stack, or a 2D+t echo clip (Z = 1, rows = depth with the apex at the top).
 
     Attributes:
         data: image, shape ``(T, Z, Y, X)`` (time first, napari's order), float32.
@@ -26,6 +26,11 @@ class Cine:
         source: where the images came from, when the reader knows it: a
             :class:`~napari_cardiac_motion.io.dicom.DicomSource` (file of each ``(t, z)``) for a DICOM
             folder; ``None`` otherwise (NIfTI, arrays).
+        spacing_known: False when the input carries no physical pixel size (a video, a NIfTI with
+            unit-less 1.0 placeholders): ``spacing`` is then 1.0 per pixel and lengths, areas and volumes
+            are in pixels, not mm (``result.json`` should say so).
+        modality: ``"US"`` for echocardiography read by the echo readers (2D+t NIfTI, MHD, DICOM US,
+            video), ``"MR"`` where the reader knows it, ``""`` when unknown.
     """
 
     data: np.ndarray
@@ -35,6 +40,8 @@ class Cine:
     name: str = "cine"
     warnings: list[str] = field(default_factory=list)
     source: Any = None
+    spacing_known: bool = True
+    modality: str = ""
 
     def __post_init__(self) -> None:
         self.data = validate_cine_array(self.data)

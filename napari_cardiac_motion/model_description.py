@@ -165,3 +165,26 @@ def description_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Only the description keys of a model's metadata (MR defaults filled in): what a fine-tuned
     model inherits from its parent."""
     return describe(metadata).to_metadata()
+
+
+#: the geometry policy of echo models: one apical 2D+t view per clip (Z = 1), rows = depth (apex at the top)
+ECHO_GEOMETRY: dict[str, Any] = {
+    "policy": "2D+t echo",
+    "layout": "2d+t",
+    "slices": "one apical view per clip (Z = 1); motion is in-plane (dy, dx)",
+    "orientation": "rows = depth with the apex at the top, columns = lateral",
+    "in_plane": "resampled to the model's pixel size where the pixel size is known; clips without one "
+                "(224x224 CAMUS files, videos) are used on their own pixel grid",
+}
+
+#: echocardiography (CAMUS labels): 1 LV cavity, 2 LV myocardium, 3 left atrium. Keys ``LV`` and ``Myo`` are
+#: those the read-out looks for; ``LA`` is new (no MR model has it)
+ECHO_DEFAULT = ModelDescription(
+    modality="US",
+    classes=(
+        LabelClass(1, "LV cavity", "LV", LABEL_COLORS[1]),
+        LabelClass(2, "LV myocardium", "Myo", LABEL_COLORS[2]),
+        LabelClass(3, "left atrium", "LA", (0.95, 0.80, 0.15, 1.0)),
+    ),
+    geometry=dict(ECHO_GEOMETRY),
+)

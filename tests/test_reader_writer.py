@@ -74,7 +74,7 @@ def test_reader_bad_file_reports_and_adds_no_layer(tmp_path, monkeypatch):
     pic = tmp_path / "pic.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((32, 32), np.float32), np.eye(4)), str(pic))
     assert get_nifti_reader(str(pic))(str(pic)) == NO_LAYERS
-    assert "2D" in shown[-1]
+    assert "2D" in shown[-1] and "layout '2d+t'" in shown[-1]
 
 
 @pytest.mark.skipif(not SB_DICOM.is_dir(), reason="shared Sunnybrook DICOM not available")
@@ -141,3 +141,34 @@ def test_bad_file_through_npe2_does_not_raise(tmp_path, monkeypatch):
     bad.write_bytes(bad.read_bytes()[:2000])
     layer_data = npe2.read([str(bad)], plugin_name="napari-cardiac-motion", stack=False)
     assert layer_data == [(None,)]
+
+
+def test_echo_files_through_npe2(tmp_path):
+    """napari's File > Open path picks the echo readers: a 2D+t NIfTI (one slice, T frames) and a video."""
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    if "napari-cardiac-motion" not in pm._manifests:
+        pm.register(npe2.PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari_cardiac_motion" / "napari.yaml"))
+    readers = {r.command for r in pm.get_manifest("napari-cardiac-motion").contributions.readers}
+    assert {"napari-cardiac-motion.read_mhd", "napari-cardiac-motion.read_video",
+            "napari-cardiac-motion.read_dicom_us"} <= readers
+    clip = np.random.default_rng(1).integers(0, 255, (40, 32, 7)).astype(np.uint8)
+    img = nib.Nifti1Image(clip, np.diag([-0.3, -0.3, 1.0, 1.0]))
+    img.header["descrip"] = b"CAMUS-like X,Y,T"
+    nib.save(img, str(tmp_path / "clip.nii.gz"))
+    (data, kwargs, kind), = npe2.read([str(tmp_path / "clip.nii.gz")], plugin_name="napari-cardiac-motion", stack=False)
+    assert kind == "image" and data.shape == (7, 1, 32, 40) and kwargs["metadata"]["modality"] == "US"
+    av = pytest.importorskip("av")
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for f in clip.transpose(2, 1, 0)[:, :, :]:
+            frame = av.VideoFrame.from_ndarray(np.repeat(np.pad(f, ((0, 0), (0, 8)))[..., None], 3, 2), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (data, kwargs, kind), = npe2.read([str(path)], plugin_name="napari-cardiac-motion", stack=False)
+    assert data.shape == (7, 1, 32, 48) and kwargs["metadata"]["spacing_known"] is False

@@ -1,4 +1,4 @@
-"""Command line: ``napari-cardiac-motion {predict,train,evaluate,finetune,batch} ...``.
+"""Command line: ``napari-cardiac-motion {predict,train,evaluate,finetune,batch,measure-echo} ...``.
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors meant for users (:class:`CardiacMotionError`) end the program with a one-line message and
@@ -13,7 +13,7 @@ import sys
 
 from ..errors import CardiacMotionError
 
-SUBCOMMANDS = ("predict", "train", "evaluate", "finetune", "batch")
+SUBCOMMANDS = ("predict", "train", "evaluate", "finetune", "batch", "measure-echo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
+        module_name = f"{__name__}.{name.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
+            if exc.name != module_name:
                 raise
             continue
         module.add_parser(sub)

@@ -3,8 +3,9 @@
 Each job gets plain data captured on the GUI thread (never a layer or widget) and returns plain data;
 the GUI thread applies it. Models are handed to jobs as **private copies**
 (:func:`private_model`): a job may move its model to a device, switch it to eval or train it without
-touching the cached one or another job's. Progress is ``progress(done, total, info)``; ``cancel()``
-returning True stops a job at its next check (raising :class:`~..errors.CancelledError`).
+touching the cached one or another job's. Progress is ``progress(done, total, info)`` with ``info`` a
+:class:`JobProgress` (prediction's step message, fine-tuning's losses); ``cancel()`` returning True
+stops a job at its next check (raising :class:`~..errors.CancelledError`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,30 @@ import numpy as np
 from ..cine import Cine
 from ..errors import CancelledError
 
-Progress = Callable[[int, int, Any], None]
 Cancel = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One progress report of a job: ``done`` of ``total`` steps, with prediction's ``message``
+    (what it is doing, ``""`` when none) or fine-tuning's ``losses`` (the step's losses by name)."""
+
+    done: int
+    total: int
+    message: str = ""
+    losses: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, done: int, total: int, info: Any = None) -> "JobProgress":
+        """From a core callback's ``(done, total, info)``: info a message (str), losses (dict) or None."""
+        if isinstance(info, JobProgress):
+            return info
+        if isinstance(info, dict):
+            return cls(int(done), int(total), losses={k: float(v) for k, v in info.items()})
+        return cls(int(done), int(total), message="" if info is None else str(info))
+
+
+Progress = Callable[[int, int, JobProgress], None]
 
 #: grid step (pixels) of the motion arrows, and the shortest arrow drawn (voxels)
 ARROW_STEP = 4
@@ -160,7 +183,7 @@ def predict_job(snap: LayerSnapshot, model_path: str | None, device: str, ed_fra
         raise CancelledError("Cancelled by the user; no results were produced.")
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, msg), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
 
 
 def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, device: str, ed_frame: int | None,
@@ -176,7 +199,8 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     model, meta = private_model(model_path)
     finetune = finetune_function()
     new_model, history = finetune(model, cine, corrections, steps=steps, lr=lr, device=device,
-                                  progress=lambda s, n, losses: progress(s, n, losses), cancel=cancel,
+                                  progress=lambda s, n, losses: progress(s, n, JobProgress.of(s, n, losses)),
+                                  cancel=cancel,
                                   guard=guard, ed_frame=ed_frame)
     if cancel():
         raise CancelledError("Cancelled; the previous model is kept.")
@@ -201,7 +225,7 @@ def repredict_job(cine: Cine, model_path: str | None, device: str, ed_frame: int
     """Predict ``cine`` again with another model (e.g. undoing a fine-tuning)."""
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, msg), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
 
 
 def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_frame: int, *,

@@ -4,7 +4,7 @@ Usage::
 
     python tools/code_health.py [PACKAGE_DIR] [--max-module-lines 400] [--max-function-lines 80] [--strict]
 
-Prints one line per violation, ``<kind> <path>[:<line>] <detail>``, with ``kind`` one of ``module``
+Prints one line per violation, ``<kind> <path>:<line> [<name>] <detail>``, with ``kind`` one of ``module``
 (a module over the line limit), ``function`` (a function or method over the line limit, decorators
 excluded) and ``private`` (``from .x import _y``, or ``x._y`` where ``x`` is a module bound by an
 import). Paths are relative to the package's parent folder. Exits 1 with ``--strict`` when anything
@@ -25,20 +25,22 @@ MAX_FUNCTION_LINES = 80
 
 @dataclass(frozen=True)
 class Violation:
-    """One finding: ``kind`` (module, function, private), ``path`` (posix, relative), line, detail."""
+    """One finding: ``kind`` (module, function, private), ``path`` (posix, relative), ``line``, ``name``
+    (the function's qualified name, the private name as written, ``""`` for a module) and ``detail``."""
 
     kind: str
     path: str
     line: int
+    name: str
     detail: str
 
     @property
     def key(self) -> str:
-        """A line-number-free identity (for allow-lists): ``kind path detail``."""
-        return f"{self.kind} {self.path} {self.detail}"
+        """An identity that survives edits (for allow-lists): ``kind path[ name]``, no line or size."""
+        return f"{self.kind} {self.path} {self.name}".rstrip()
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.path}:{self.line} {self.detail}"
+        return f"{self.kind} {self.path}:{self.line} {self.name} {self.detail}".replace("  ", " ").rstrip()
 
 
 def is_private(name: str) -> bool:
@@ -98,7 +100,7 @@ def check_file(path: Path, root: Path, rel: str, max_module: int = MAX_MODULE_LI
     found: list[Violation] = []
     n_lines = len(text.splitlines())
     if n_lines > max_module:
-        found.append(Violation("module", rel, 1, f"{n_lines} lines"))
+        found.append(Violation("module", rel, 1, "", f"{n_lines} lines"))
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
@@ -106,7 +108,7 @@ def check_file(path: Path, root: Path, rel: str, max_module: int = MAX_MODULE_LI
                 name = f"{prefix}{child.name}"
                 n = _function_lines(child)
                 if n > max_function:
-                    found.append(Violation("function", rel, child.lineno, f"{name} {n} lines"))
+                    found.append(Violation("function", rel, child.lineno, name, f"{n} lines"))
                 visit(child, name + ".")
             elif isinstance(child, ast.ClassDef):
                 visit(child, f"{prefix}{child.name}.")
@@ -121,10 +123,10 @@ def check_file(path: Path, root: Path, rel: str, max_module: int = MAX_MODULE_LI
             for alias in node.names:
                 if target is not None and is_private(alias.name) and not _is_module(target, alias.name):
                     src = "." * node.level + (node.module or "")
-                    found.append(Violation("private", rel, node.lineno, f"from {src} import {alias.name}"))
+                    found.append(Violation("private", rel, node.lineno, alias.name, f"(from {src} import {alias.name})"))
         elif (isinstance(node, ast.Attribute) and is_private(node.attr)
               and isinstance(node.value, ast.Name) and node.value.id in modules):
-            found.append(Violation("private", rel, node.lineno, f"{node.value.id}.{node.attr}"))
+            found.append(Violation("private", rel, node.lineno, f"{node.value.id}.{node.attr}", "(module attribute)"))
     return found
 
 

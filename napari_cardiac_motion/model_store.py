@@ -53,6 +53,28 @@ def _is_default(path: Path) -> bool:
         return False
 
 
+def finetuned_metadata(parent: dict[str, Any], source_image: str, history: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a model fine-tuned from ``parent`` (its checkpoint metadata) on ``source_image``,
+    from :func:`~napari_cardiac_motion.training.finetune.finetune`'s ``history``: parent, source image,
+    corrected slices ``[[t, z]]``, ED frame, steps, learning rate, guard, losses per step, seconds (s),
+    the held-out ``check`` report and ``kept_original``. One recipe for the CLI and the panels."""
+    return {
+        "parent": parent.get("path") or parent.get("name"),
+        "parent_name": parent.get("name"),
+        "source_image": source_image,
+        "corrected_slices": history.get("corrected"),
+        "ed_frame": history.get("ed_frame"),
+        "steps": history.get("steps"),
+        "lr": history.get("lr"),
+        "guard": history.get("guard"),
+        "losses": history.get("losses"),
+        "seconds": round(float(history.get("seconds", 0.0)), 2),
+        "version": parent.get("version"),
+        "check": history.get("check"),
+        "kept_original": bool(history.get("kept_original", False)),
+    }
+
+
 def save_finetuned(model: JointMotionSegNet, metadata: dict[str, Any], name: str | None = None,
                    folder: str | os.PathLike | None = None, description: ModelDescription | None = None) -> Path:
     """Save ``model`` in the model folder under a new name; returns the path.

@@ -194,7 +194,7 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     The one call site of the core fine-tuning function in the GUI.
     """
     from ..model_description import describe
-    from ..model_store import save_finetuned
+    from ..model_store import finetuned_metadata, save_finetuned
 
     model, meta = private_model(model_path)
     finetune = finetune_function()
@@ -204,16 +204,7 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
                                   guard=guard, ed_frame=ed_frame)
     if cancel():
         raise CancelledError("Cancelled; the previous model is kept.")
-    metadata = {
-        "parent": meta.get("path") or meta.get("name"), "parent_name": meta.get("name"),
-        "source_image": cine.name, "corrected_slices": history.get("corrected"),
-        "ed_frame": history.get("ed_frame"), "steps": history.get("steps"), "lr": history.get("lr"),
-        "guard": history.get("guard"), "losses": history.get("losses"),
-        "seconds": round(float(history.get("seconds", 0.0)), 2), "version": meta.get("version"),
-    }
-    for k in ("accepted", "guard_report", "kept"):
-        if k in history:
-            metadata[k] = history[k]
+    metadata = finetuned_metadata(meta, cine.name, history)
     description = describe(meta)
     path = save_finetuned(new_model, metadata, folder=folder, description=description)
     meta = dict(metadata, **description.to_metadata(), name=path.stem, path=str(path))

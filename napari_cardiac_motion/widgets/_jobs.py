@@ -2,18 +2,15 @@
 
 Each job gets plain data captured on the GUI thread (never a layer or widget) and returns plain data;
 the GUI thread applies it. Models are handed to jobs as **private copies**
-(:func:`private_model`): a job may move its model to a device, switch it to eval or train it without
-touching the cached one or another job's. Progress is ``progress(done, total, info)`` with ``info`` a
+(:func:`~..model_store.private_model`, which loads and caches them): a job may move its model to a
+device, switch it to eval or train it without touching the cached one or another job's. Progress is ``progress(done, total, info)`` with ``info`` a
 :class:`JobProgress` (prediction's step message, fine-tuning's losses); ``cancel()`` returning True
 stops a job at its next check (raising :class:`~..errors.CancelledError`).
 """
 
 from __future__ import annotations
 
-import copy
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -50,34 +47,12 @@ Progress = Callable[[int, int, JobProgress], None]
 ARROW_STEP = 4
 ARROW_MIN_LENGTH = 0.1
 
-_MODEL_CACHE: dict[tuple, tuple[Any, dict]] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def _cached_model(path: str | None):
-    """Load (and cache by path + mtime + size) a checkpoint; ``None`` = the shipped default."""
-    from ..model.checkpoint import default_checkpoint_path, load_checkpoint
-
-    p = Path(path) if path else default_checkpoint_path()
-    try:
-        st = p.stat()
-        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = None  # load_checkpoint raises the user-facing error
-    if key is not None and key in _MODEL_CACHE:
-        return _MODEL_CACHE[key]
-    model, meta = load_checkpoint(p)
-    if key is not None:
-        _MODEL_CACHE.clear()  # keep one model in memory
-        _MODEL_CACHE[key] = (model, meta)
-    return model, meta
-
-
 def private_model(path: str | None):
-    """``(a private deep copy of the model at path, its metadata)`` — the cached model is never handed out."""
-    with _MODEL_LOCK:
-        model, meta = _cached_model(path)
-        return copy.deepcopy(model), dict(meta)
+    """``(a private deep copy of the model at path, its metadata)`` — see
+    :func:`~..model_store.private_model` (imported on first use: torch stays out of the panels' import)."""
+    from .. import model_store
+
+    return model_store.private_model(path)
 
 
 def finetune_function():

@@ -105,6 +105,26 @@ def sample_bilinear(field: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarr
             + fy * (1 - fx) * field[y1, x0] + fy * fx * field[y1, x1])
 
 
+def previous_positions(motion: np.ndarray, q: np.ndarray, t_idx: np.ndarray, z_idx: np.ndarray,
+                       iterations: int = 2) -> np.ndarray:
+    """Where the ED points ``q`` ``(N, 2)`` ``(y, x)`` voxels sat at the frame before ``t_idx`` (of slice
+    ``z_idx``): ``p'`` with ``p' + u_{t-1}(p') = q``, by the fixed-point iteration
+    ``p'_{k+1} = q - u_{t-1}(p'_k)`` from ``p'_0 = q`` (``iterations`` ≥ 1; frame 0's previous frame is
+    the last). ``motion`` is ``(T, Z, Y, X, 2)`` ``(dy, dx)`` voxels, frame t → ED."""
+    n_t = motion.shape[0]
+    prev = np.empty_like(q)
+    t_prev = (t_idx - 1) % n_t
+    for (tp, z) in set(zip(t_prev.tolist(), z_idx.tolist())):
+        sel = (t_prev == tp) & (z_idx == z)
+        field = motion[tp, z].astype(np.float64)
+        qq = q[sel]
+        pp = qq.copy()
+        for _ in range(max(int(iterations), 1)):
+            pp = qq - sample_bilinear(field, pp[:, 0], pp[:, 1])
+        prev[sel] = pp
+    return prev
+
+
 def motion_vectors(
     motion: np.ndarray,
     labels: np.ndarray,
@@ -167,17 +187,7 @@ def motion_vectors(
         start = p + u
         proj = -u
     else:
-        q = p + u
-        prev = np.empty_like(q)
-        t_prev = (t_idx - 1) % n_t
-        for (tp, z) in set(zip(t_prev.tolist(), z_idx.tolist())):
-            sel = (t_prev == tp) & (z_idx == z)
-            field = motion[tp, z].astype(np.float64)
-            qq = q[sel]
-            pp = qq.copy()
-            for _ in range(max(int(fixed_point_iterations), 1)):
-                pp = qq - sample_bilinear(field, pp[:, 0], pp[:, 1])
-            prev[sel] = pp
+        prev = previous_positions(motion, p + u, t_idx, z_idx, fixed_point_iterations)
         start = prev
         proj = p - prev
     mags = np.hypot(proj[:, 0], proj[:, 1])

@@ -1,4 +1,6 @@
-"""The per-user folder of fine-tuned models (no Qt, no napari).
+"""Models for the front-ends (no Qt, no napari): loading and caching a checkpoint (:func:`private_model`),
+the metadata of a fine-tuned model (:func:`finetuned_metadata`) and the per-user folder of fine-tuned
+models.
 
 Location: ``platformdirs.user_data_dir("napari-cardiac-motion")/models``, or
 ``$NAPARI_CARDIAC_MOTION_HOME/models`` when that environment variable is set (tests, shared installs).
@@ -11,19 +13,51 @@ losses, date, and what the model segments (its parent's description, see
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
 from .model_description import ModelDescription, with_description
-from .model.checkpoint import default_checkpoint_path, read_checkpoint, save_checkpoint
+from .model.checkpoint import default_checkpoint_path, load_checkpoint, read_checkpoint, save_checkpoint
 from .model.network import JointMotionSegNet
 
 APP_NAME = "napari-cardiac-motion"
 HOME_ENV = "NAPARI_CARDIAC_MOTION_HOME"
+
+
+_MODEL_CACHE: dict[tuple, tuple[JointMotionSegNet, dict]] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def cached_model(path: str | os.PathLike | None) -> tuple[JointMotionSegNet, dict[str, Any]]:
+    """Load (and cache by path + mtime + size; one model at a time) a checkpoint; ``None`` = the shipped
+    default. The cached model is shared: callers that move, train or switch it use :func:`private_model`."""
+    p = Path(path) if path else default_checkpoint_path()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # load_checkpoint raises the user-facing error
+    if key is not None and key in _MODEL_CACHE:
+        return _MODEL_CACHE[key]
+    model, meta = load_checkpoint(p)
+    if key is not None:
+        _MODEL_CACHE.clear()  # keep one model in memory
+        _MODEL_CACHE[key] = (model, meta)
+    return model, meta
+
+
+def private_model(path: str | os.PathLike | None) -> tuple[JointMotionSegNet, dict[str, Any]]:
+    """``(a private deep copy of the model at path, its metadata)`` — the cached model is never handed out
+    (thread-safe: jobs call it from worker threads)."""
+    with _MODEL_LOCK:
+        model, meta = cached_model(path)
+        return copy.deepcopy(model), dict(meta)
 
 
 def models_dir(create: bool = True) -> Path:
@@ -51,6 +85,28 @@ def _is_default(path: Path) -> bool:
         return path.resolve() == default_checkpoint_path().resolve()
     except OSError:
         return False
+
+
+def finetuned_metadata(parent: dict[str, Any], source_image: str, history: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a model fine-tuned from ``parent`` (its checkpoint metadata) on ``source_image``,
+    from :func:`~napari_cardiac_motion.training.finetune.finetune`'s ``history``: parent, source image,
+    corrected slices ``[[t, z]]``, ED frame, steps, learning rate, guard, losses per step, seconds (s),
+    the held-out ``check`` report and ``kept_original``. One recipe for the CLI and the panels."""
+    return {
+        "parent": parent.get("path") or parent.get("name"),
+        "parent_name": parent.get("name"),
+        "source_image": source_image,
+        "corrected_slices": history.get("corrected"),
+        "ed_frame": history.get("ed_frame"),
+        "steps": history.get("steps"),
+        "lr": history.get("lr"),
+        "guard": history.get("guard"),
+        "losses": history.get("losses"),
+        "seconds": round(float(history.get("seconds", 0.0)), 2),
+        "version": parent.get("version"),
+        "check": history.get("check"),
+        "kept_original": bool(history.get("kept_original", False)),
+    }
 
 
 def save_finetuned(model: JointMotionSegNet, metadata: dict[str, Any], name: str | None = None,

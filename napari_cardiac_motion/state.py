@@ -17,15 +17,17 @@ own: when it would have to (the new prediction has another shape) it raises :cla
 unless called with ``discard=True`` — callers ask the user first (:meth:`ViewerState.loss_if_applied`
 says what would be lost).
 
-Listeners (``subscribe``) are called with ``(state, key, what)`` after every change; ``what`` is one of
-``"result"``, ``"edits"``, ``"busy"``, ``"model"``, ``"removed"``. Only one thread (the GUI's) may
-mutate a state.
+Listeners (``subscribe``) are called with ``(state, key, what)`` after every change; ``what`` is a
+:class:`StateEvent` (a ``str`` enum: ``"result"``, ``"edits"``, ``"busy"``, ``"model"``, ``"active"``,
+``"removed"``, so comparing with the plain string works too). Only one thread (the GUI's) may mutate a
+state.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable
 
@@ -35,8 +37,24 @@ from .cine import Cine
 from .corrections import ACCEPTED, HAND, PROPAGATED, CorrectionTracker, Pair
 from .errors import CardiacMotionError
 
-Listener = Callable[["ViewerState", Hashable, str], None]
 _log = logging.getLogger(__name__)
+
+
+class StateEvent(str, Enum):
+    """What changed in a :class:`ViewerState` (the ``what`` its listeners get)."""
+
+    RESULT = "result"  #: a prediction was applied (labels, ED/ES, model)
+    EDITS = "edits"  #: the corrections' provenance changed
+    BUSY = "busy"  #: a job started or ended on the image
+    MODEL = "model"  #: the image's model changed (fine-tuned, undone, chosen)
+    ACTIVE = "active"  #: another image became the active one
+    REMOVED = "removed"  #: the image was forgotten
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Listener = Callable[["ViewerState", Hashable, StateEvent], None]
 
 
 class EditsWouldBeLost(CardiacMotionError):
@@ -144,14 +162,14 @@ class ViewerState:
     def set_active(self, key: Hashable | None) -> None:
         if key != self.active:
             self.active = key
-            self.notify(key, "active")
+            self.notify(key, StateEvent.ACTIVE)
 
     def remove(self, key: Hashable) -> ImageState | None:
         img = self.images.pop(key, None)
         if self.active == key:
             self.active = None
         if img is not None:
-            self.notify(key, "removed")
+            self.notify(key, StateEvent.REMOVED)
         return img
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -168,13 +186,13 @@ class ViewerState:
         if img.busy:
             raise Busy(f"'{img.name}' is busy ({img.busy}); wait for it to finish or cancel it first.")
         img.busy = job
-        self.notify(key, "busy")
+        self.notify(key, StateEvent.BUSY)
 
     def end_job(self, key: Hashable) -> None:
         img = self.images.get(key)
         if img is not None and img.busy:
             img.busy = None
-            self.notify(key, "busy")
+            self.notify(key, StateEvent.BUSY)
 
     # -- predictions ------------------------------------------------------------------------------
     def loss_if_applied(self, key: Hashable, shape: tuple[int, ...]) -> str | None:
@@ -239,7 +257,7 @@ class ViewerState:
         if arrow_mode is not None:
             img.arrow_mode = arrow_mode
         self.active = key
-        self.notify(key, "result")
+        self.notify(key, StateEvent.RESULT)
         return img
 
     # -- edits ----------------------------------------------------------------------------------
@@ -255,21 +273,21 @@ class ViewerState:
         img.tracker.update_from_labels(img.labels, None if pairs is None else list(pairs))
         changed = img.tracker.kinds != before
         if changed:
-            self.notify(key, "edits")
+            self.notify(key, StateEvent.EDITS)
         return changed
 
     def set_propagated(self, key: Hashable, proposals: dict[Pair, np.ndarray]) -> None:
         """Record proposals already written into ``labels`` (see :meth:`CorrectionTracker.set_propagated`)."""
         img = self._edited(key)
         img.tracker.set_propagated(proposals)
-        self.notify(key, "edits")
+        self.notify(key, StateEvent.EDITS)
 
     def accept(self, key: Hashable, pairs: Iterable[Pair] | None = None) -> list[Pair]:
         """Accept proposals (default: all of the image's); they become corrections."""
         img = self._edited(key)
         done = img.tracker.accept(pairs)
         if done:
-            self.notify(key, "edits")
+            self.notify(key, StateEvent.EDITS)
         return done
 
     def _edited(self, key: Hashable) -> ImageState:
@@ -285,7 +303,7 @@ class ViewerState:
         img.model_history.append((img.model_path, dict(img.model_metadata)))
         img.model_path = Path(model_path) if model_path else None
         img.model_metadata = dict(metadata)
-        self.notify(key, "model")
+        self.notify(key, StateEvent.MODEL)
 
     def pop_model(self, key: Hashable) -> tuple[Path | None, dict[str, Any]] | None:
         """Undo the last fine-tuning's model switch; returns the restored ``(path, metadata)``."""
@@ -294,7 +312,7 @@ class ViewerState:
             return None
         img.model_path, meta = img.model_history.pop()
         img.model_metadata = dict(meta)
-        self.notify(key, "model")
+        self.notify(key, StateEvent.MODEL)
         return img.model_path, img.model_metadata
 
     # -- listeners ------------------------------------------------------------------------------
@@ -306,8 +324,10 @@ class ViewerState:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def notify(self, key: Hashable | None, what: str) -> None:
-        """Tell the listeners (a listener's error does not stop the others)."""
+    def notify(self, key: Hashable | None, what: StateEvent | str) -> None:
+        """Tell the listeners (a listener's error does not stop the others); ``what`` is a
+        :class:`StateEvent` or its value (an unknown value raises ``ValueError``)."""
+        what = StateEvent(what)
         for listener in list(self._listeners):
             try:
                 listener(self, key, what)
@@ -315,4 +335,4 @@ class ViewerState:
                 _log.exception("state listener %r failed", listener)
 
 
-__all__ = ["ACCEPTED", "HAND", "PROPAGATED", "Busy", "EditsWouldBeLost", "ImageState", "ViewerState"]
+__all__ = ["ACCEPTED", "HAND", "PROPAGATED", "Busy", "EditsWouldBeLost", "ImageState", "StateEvent", "ViewerState"]

@@ -231,8 +231,10 @@ def test_cancel_keeps_model_and_save_load(make_napari_viewer, qtbot, model_path,
 def test_undo_detected_without_napari_private_history(make_napari_viewer, qtbot, model_path, tiny_cine,
                                                        notifications, monkeypatch):
     """If napari drops its private undo stacks, undo/redo are still noticed (slices painted since the run)."""
-    real = _session._private
-    monkeypatch.setattr(_session, "_private", lambda obj, name, default=None: default
+    from napari_cardiac_motion.widgets import _napari_compat
+
+    real = _napari_compat.napari_private
+    monkeypatch.setattr(_napari_compat, "napari_private", lambda obj, name, default=None: default
                         if name in ("_undo_history", "_redo_history") else real(obj, name, default))
     viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
     seg = viewer.layers["segmentation"]

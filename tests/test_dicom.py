@@ -54,7 +54,7 @@ def _save(ds: Dataset, path: Path) -> None:
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def _truth(t=3, z=4, y=20, x=24, seed=0) -> np.ndarray:
+def dicom_truth(t=3, z=4, y=20, x=24, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 1000, (t, z, y, x)).astype(np.int16)
 
 
@@ -83,7 +83,7 @@ def _write_single_frames(folder: Path, data: np.ndarray, positions, spacing=(1.5
     return folder
 
 
-def _write_enhanced(path: Path, data: np.ndarray, positions, spacing=(1.5, 1.25), trigger_ms=40.0,
+def write_enhanced(path: Path, data: np.ndarray, positions, spacing=(1.5, 1.25), trigger_ms=40.0,
                     order=None, skip=(), slope=1.0, intercept=0.0, pixel_measures=True,
                     series_uid=None) -> Path:
     """One Enhanced MR multi-frame file; frames in ``order`` (list of (t, z)), geometry per frame."""
@@ -139,13 +139,13 @@ def _no_input_warnings(fn, *args):
 
 
 def test_enhanced_multiframe_reads_like_single_frames(tmp_path):
-    data = _truth()
+    data = dicom_truth()
     positions = np.array([0.0, 8.0, 16.0, 24.0])
     classic = read_dicom_folder(_write_single_frames(tmp_path / "classic", data, positions))
     rng = np.random.default_rng(1)
     order = [(t, z) for z in range(4) for t in range(3)]
     order = [order[i] for i in rng.permutation(len(order))]  # frames stored in a scrambled order
-    _write_enhanced(tmp_path / "enh" / "cine.dcm", data, positions, order=order)
+    write_enhanced(tmp_path / "enh" / "cine.dcm", data, positions, order=order)
     enh = _no_input_warnings(read_dicom_folder, tmp_path / "enh")
     np.testing.assert_array_equal(classic.data, data.astype(np.float32))
     np.testing.assert_array_equal(enh.data, classic.data)
@@ -158,11 +158,11 @@ def test_enhanced_multiframe_reads_like_single_frames(tmp_path):
 
 
 def test_enhanced_one_file_per_slice_with_rescale(tmp_path):
-    data = _truth(t=4, z=3)
+    data = dicom_truth(t=4, z=3)
     positions = np.array([0.0, 10.0, 20.0])
     uid = generate_uid()
     for z in range(3):
-        _write_enhanced(tmp_path / f"slice{z}.dcm", data, positions, order=[(t, z) for t in (3, 1, 0, 2)],
+        write_enhanced(tmp_path / f"slice{z}.dcm", data, positions, order=[(t, z) for t in (3, 1, 0, 2)],
                         slope=2.0, intercept=-5.0, series_uid=uid)
     cine = read_dicom_folder(tmp_path)
     np.testing.assert_array_equal(cine.data, data.astype(np.float32) * 2.0 - 5.0)
@@ -170,8 +170,8 @@ def test_enhanced_one_file_per_slice_with_rescale(tmp_path):
 
 
 def test_enhanced_without_trigger_times_uses_temporal_position_index(tmp_path):
-    data = _truth(t=3, z=3)
-    p = _write_enhanced(tmp_path / "c.dcm", data, [0.0, 8.0, 16.0], order=[(t, z) for t in (2, 0, 1) for z in range(3)])
+    data = dicom_truth(t=3, z=3)
+    p = write_enhanced(tmp_path / "c.dcm", data, [0.0, 8.0, 16.0], order=[(t, z) for t in (2, 0, 1) for z in range(3)])
     ds = pydicom.dcmread(str(p))
     for item in ds.PerFrameFunctionalGroupsSequence:
         del item.CardiacSynchronizationSequence
@@ -182,7 +182,7 @@ def test_enhanced_without_trigger_times_uses_temporal_position_index(tmp_path):
 
 
 def test_enhanced_frame_count_mismatch_is_an_input_error(tmp_path):
-    p = _write_enhanced(tmp_path / "c.dcm", _truth(t=2, z=3), [0.0, 8.0, 16.0])
+    p = write_enhanced(tmp_path / "c.dcm", dicom_truth(t=2, z=3), [0.0, 8.0, 16.0])
     ds = pydicom.dcmread(str(p))
     ds.PerFrameFunctionalGroupsSequence = Sequence(list(ds.PerFrameFunctionalGroupsSequence)[:-1])
     ds.save_as(str(p))
@@ -240,14 +240,14 @@ def test_enhanced_built_from_sunnybrook_equals_single_frame_series(tmp_path):
 
 
 def test_missing_pixel_spacing_is_an_input_error_naming_the_tag(tmp_path):
-    folder = _write_single_frames(tmp_path / "s", _truth(t=2, z=3), [0.0, 8.0, 16.0], pixel_spacing=False)
+    folder = _write_single_frames(tmp_path / "s", dicom_truth(t=2, z=3), [0.0, 8.0, 16.0], pixel_spacing=False)
     with pytest.raises(InputError, match=r"PixelSpacing \(0028,0030\).*pixel size in mm is unknown") as ei:
         read_dicom_folder(folder)
     assert "Export the series again" in str(ei.value)
 
 
 def test_missing_pixel_measures_in_enhanced_is_an_input_error(tmp_path):
-    _write_enhanced(tmp_path / "c.dcm", _truth(t=2, z=3), [0.0, 8.0, 16.0], pixel_measures=False)
+    write_enhanced(tmp_path / "c.dcm", dicom_truth(t=2, z=3), [0.0, 8.0, 16.0], pixel_measures=False)
     with pytest.raises(InputError, match=r"PixelMeasuresSequence \(0028,9110\) > PixelSpacing \(0028,0030\)"):
         read_dicom_folder(tmp_path)
 
@@ -256,7 +256,7 @@ def test_missing_pixel_measures_in_enhanced_is_an_input_error(tmp_path):
 
 
 def test_slice_gap_is_a_warning_naming_the_gap_in_mm(tmp_path):
-    data = _truth(t=2, z=5)
+    data = dicom_truth(t=2, z=5)
     positions = np.array([0.0, 10.0, 20.0, 40.0, 50.0])  # the slice at 30 mm is missing
     folder = _write_single_frames(tmp_path / "gap", data, positions)
     with pytest.warns(InputWarning, match=r"gap of 20\.00 mm between slices 2 and 3.*about 1 slice\(s\) missing"):
@@ -264,13 +264,13 @@ def test_slice_gap_is_a_warning_naming_the_gap_in_mm(tmp_path):
     assert cine.shape == (2, 5, 20, 24)
     assert len(cine.warnings) == 1 and "10.00 mm apart" in cine.warnings[0]
     # the same gap in an Enhanced file
-    _write_enhanced(tmp_path / "enh" / "c.dcm", data, positions)
+    write_enhanced(tmp_path / "enh" / "c.dcm", data, positions)
     with pytest.warns(InputWarning, match=r"gap of 20\.00 mm"):
         read_dicom_folder(tmp_path / "enh")
 
 
 def test_uneven_spacing_is_named_and_even_spacing_is_silent(tmp_path):
-    data = _truth(t=2, z=4)
+    data = dicom_truth(t=2, z=4)
     with pytest.warns(InputWarning, match=r"only 6\.00 mm between slices 1 and 2"):
         read_dicom_folder(_write_single_frames(tmp_path / "uneven", data, np.array([0.0, 10.0, 16.0, 26.0])))
     cine = _no_input_warnings(read_dicom_folder, _write_single_frames(tmp_path / "even", data,
@@ -279,9 +279,9 @@ def test_uneven_spacing_is_named_and_even_spacing_is_silent(tmp_path):
 
 
 def test_missing_phase_names_the_slice_position_and_phase(tmp_path):
-    data = _truth(t=3, z=3)
+    data = dicom_truth(t=3, z=3)
     positions = np.array([0.0, 8.0, 16.0])
-    _write_enhanced(tmp_path / "c.dcm", data, positions, skip={(1, 2)})
+    write_enhanced(tmp_path / "c.dcm", data, positions, skip={(1, 2)})
     with pytest.raises(InputError, match=r"slice at 16\.0 mm has 2 of 3 phases \(missing TemporalPositionIndex 2\)"):
         read_dicom_folder(tmp_path)
     folder = _write_single_frames(tmp_path / "classic", data, positions, skip={(0, 1)})

@@ -277,9 +277,9 @@ def test_failed_export_keeps_the_previous_one(subset, tmp_path):
 
 
 def test_enhanced_multiframe_source_is_refused(tmp_path):
-    from test_dicom import _truth, _write_enhanced
+    from test_dicom import dicom_truth, write_enhanced
 
-    _write_enhanced(tmp_path / "mf" / "cine.dcm", _truth(), positions=[0.0, 8.0, 16.0, 24.0])
+    write_enhanced(tmp_path / "mf" / "cine.dcm", dicom_truth(), positions=[0.0, 8.0, 16.0, 24.0])
     with pytest.raises(InputError, match="Enhanced"):
         prepare_dicom_seg(tmp_path / "mf")
 

@@ -152,3 +152,33 @@ def test_shown_array_prepared_off_the_gui_thread_replaces_labels():
     assert img.labels[1, 1, 0, 0] == 3 and img.labels[1, 1, 5, 5] == 1  # the corrected slice as it was
     assert (img.labels[0] == 2).all() and img.corrected == [(1, 1)]
     assert (second.labels == 2).all()  # the result's labels are never written
+
+
+def test_state_events_are_typed_and_compare_as_strings():
+    from napari_cardiac_motion.state import StateEvent
+
+    st = ViewerState()
+    seen = []
+    st.subscribe(lambda state, key, what: seen.append((key, what)))
+    st.apply_prediction("a", _result(1), name="a")
+    st.set_active("b")
+    st.notify("a", "edits")  # a plain value is accepted and typed
+    st.remove("a")
+    assert [w for _, w in seen] == [StateEvent.RESULT, StateEvent.ACTIVE, StateEvent.EDITS, StateEvent.REMOVED]
+    assert seen[1][0] == "b"
+    assert all(type(w) is StateEvent for _, w in seen)
+    assert seen[0][1] == "result" and f"{seen[0][1]}" == "result"
+    with pytest.raises(ValueError):
+        st.notify("a", "finished")
+    assert {e.value for e in StateEvent} == {"result", "edits", "busy", "model", "active", "removed"}
+
+
+def test_job_progress_is_one_type_for_prediction_and_finetuning():
+    pytest.importorskip("qtpy")
+    from napari_cardiac_motion.widgets._jobs import JobProgress
+
+    pred = JobProgress.of(3, 10, "motion: slice 3/10")
+    tune = JobProgress.of(2, 16, {"total": 1.5, "seg": 1})
+    assert (pred.done, pred.total, pred.message, pred.losses) == (3, 10, "motion: slice 3/10", None)
+    assert (tune.message, tune.losses) == ("", {"total": 1.5, "seg": 1.0})
+    assert JobProgress.of(1, 2).message == "" and JobProgress.of(0, 1, pred) is pred

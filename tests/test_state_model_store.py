@@ -26,3 +26,34 @@ def test_list_and_delete(tmp_path):
     with pytest.raises(CheckpointError):
         delete_model(default_checkpoint_path(), folder=folder)
     assert default_checkpoint_path().exists()
+
+
+def test_finetuned_metadata_is_one_recipe():
+    """The CLI and the panels record the same keys for a fine-tuned model (from the history)."""
+    from napari_cardiac_motion.model_store import finetuned_metadata
+
+    history = {"corrected": [[0, 1]], "ed_frame": 0, "steps": 4, "lr": 1e-4, "guard": "teacher",
+               "losses": [{"total": 1.0}], "seconds": 1.23456, "check": {"kept": 0.5}, "kept_original": False}
+    meta = finetuned_metadata({"name": "base", "path": "/m/base.pt", "version": "1"}, "cine", history)
+    assert meta == {"parent": "/m/base.pt", "parent_name": "base", "source_image": "cine",
+                    "corrected_slices": [[0, 1]], "ed_frame": 0, "steps": 4, "lr": 1e-4, "guard": "teacher",
+                    "losses": [{"total": 1.0}], "seconds": 1.23, "version": "1", "check": {"kept": 0.5},
+                    "kept_original": False}
+    assert finetuned_metadata({"name": "base"}, "cine", {})["parent"] == "base"
+
+
+def test_private_model_copies_share_one_cached_load(tmp_path):
+    """The store loads a checkpoint once (cached by path, mtime and size) and hands out copies."""
+    import torch
+
+    from napari_cardiac_motion import model_store
+    from napari_cardiac_motion.model import save_checkpoint
+
+    path = save_checkpoint(tiny_net(), tmp_path / "m.pt", {"name": "m"})
+    cached, _ = model_store.cached_model(path)
+    assert model_store.cached_model(str(path))[0] is cached
+    a, meta = model_store.private_model(path)
+    assert a is not cached and meta["name"] == "m"
+    with torch.no_grad():
+        next(a.parameters()).add_(1.0)
+    assert not torch.equal(next(a.parameters()), next(cached.parameters()))

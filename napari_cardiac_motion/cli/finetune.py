@@ -16,7 +16,7 @@ from ..training.finetune import FinetuneSettings, finetune, labelled_mask
 from ..io import read_cine, read_nifti_labels
 from ..model import load_checkpoint
 from ..model_description import describe
-from ..model_store import save_model_to
+from ..model_store import finetuned_metadata, save_model_to
 from .progress import TqdmProgress
 
 
@@ -74,20 +74,7 @@ def run(args: argparse.Namespace) -> int:
         new_model, hist = finetune(model, cine, corr, steps=args.steps, lr=args.lr, device=args.device,
                                    progress=progress, guard=guard, ed_frame=args.ed_frame, settings=settings)
     check = hist["check"]
-    metadata = {
-        "parent": meta.get("path") or meta.get("name"),
-        "parent_name": meta.get("name"),
-        "source_image": cine.name,
-        "corrected_slices": hist["corrected"],
-        "ed_frame": hist["ed_frame"],
-        "steps": hist["steps"],
-        "lr": hist["lr"],
-        "guard": hist["guard"],
-        "losses": hist["losses"],
-        "seconds": round(hist["seconds"], 2),
-        "check": check,
-        "kept_original": hist["kept_original"],
-    }
+    metadata = finetuned_metadata(meta, cine.name, hist)
     path = save_model_to(new_model, out, metadata, describe(meta))
     first, last = hist["losses"][0]["total"], hist["losses"][-1]["total"]
     print(json.dumps({"out": str(path), "steps": hist["steps"], "corrected_slices": len(hist["corrected"]),

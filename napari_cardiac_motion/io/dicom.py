@@ -29,6 +29,9 @@ uneven spacing between slice positions (a missing slice, a gap) is an
 Provenance: the cine's ``source`` is a :class:`DicomSource` telling which file (and frame of a
 multi-frame file) each 2D image ``(t, z)`` came from, so that derived objects (a DICOM SEG) can
 reference the source instances. :func:`dicom_source` computes the same mapping from the headers alone.
+
+Header parsing lives in :mod:`.dicom_headers` (``looks_like_dicom`` and ``dicom_files_in`` are
+re-exported here).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import numpy as np
 
 from ..cine import Cine
 from ..errors import InputError, InputWarning
+from .dicom_headers import DicomFrame, dicom_files_in, frames_of, looks_like_dicom, one_series, read_headers
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -70,160 +74,6 @@ class DicomSource:
         return (len(self.files), len(self.files[0]) if self.files else 0, *self.shape)
 
 
-def looks_like_dicom(path: str | os.PathLike) -> bool:
-    """Cheap check: ``DICM`` at byte 128, or a ``.dcm`` extension."""
-    p = Path(path)
-    if p.suffix.lower() in (".dcm", ".dicom", ".ima"):
-        return True
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
-def dicom_files_in(folder: str | os.PathLike) -> list[Path]:
-    """Files of ``folder`` (not recursive, hidden files skipped) that look like DICOM."""
-    p = Path(folder)
-    return sorted(
-        f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and looks_like_dicom(f)
-    )
-
-
-def _floats(value, n: int, what: str, fname: str) -> np.ndarray:
-    try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)
-    except Exception as exc:
-        raise InputError(f"{fname}: {what} is missing or malformed; cannot place the slice in space.") from exc
-    if arr.shape != (n,):
-        raise InputError(f"{fname}: {what} should have {n} values, got {len(arr)}.")
-    return arr
-
-
-def _num(value) -> float:
-    """A DICOM number (DS/IS/FD, possibly empty or missing) as float, ``nan`` when absent."""
-    if value is None or value == "":
-        return np.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return np.nan
-
-
-@dataclass
-class _Frame:
-    """One 2D image of the cine: a single-frame file, or one frame of a multi-frame file."""
-
-    file: Path
-    label: str  # for messages: file name, plus "frame k" for multi-frame files
-    frame: int | None  # index in a multi-frame file's pixel data; None for a single-frame file
-    ipp: np.ndarray
-    iop: np.ndarray
-    pixel_spacing: np.ndarray  # (row spacing dy, column spacing dx) in mm
-    thickness: float
-    trigger: float
-    temporal_index: float
-    inst: int
-    slope: float
-    intercept: float
-    pos: float = 0.0
-
-
-def _n_frames(ds) -> int:
-    n = getattr(ds, "NumberOfFrames", None)
-    try:
-        return max(1, int(n)) if n not in (None, "") else 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _first_item(container, keyword: str):
-    """First item of sequence ``keyword`` in ``container`` (a Dataset or None), else None."""
-    if container is None or keyword not in container:
-        return None
-    seq = container[keyword].value
-    return seq[0] if seq else None
-
-
-_FRAME_GROUPS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence",
-                 "FrameContentSequence", "CardiacSynchronizationSequence")
-
-
-def _frames_of(f: Path, ds) -> list[_Frame]:
-    """The 2D frames of one DICOM file with their geometry and timing."""
-    n = _n_frames(ds)
-    per = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    enhanced = n > 1 or (len(per) == 1 and any(k in per[0] for k in _FRAME_GROUPS)) or (
-        shared is not None and any(k in shared for k in _FRAME_GROUPS))
-    if n > 1 and len(per) != n:
-        raise InputError(
-            f"{f.name} is a multi-frame DICOM with {n} frames but {len(per)} per-frame functional groups "
-            "(PerFrameFunctionalGroupsSequence (5200,9230)), so the frames cannot be placed in space or "
-            "time. Export the series again, or convert it to NIfTI (e.g. with dcm2niix) and open that."
-        )
-    inst_num = _num(getattr(ds, "InstanceNumber", None))
-    inst = int(inst_num) if np.isfinite(inst_num) else 0
-    frames = []
-    for i in range(n):
-        item = per[i] if enhanced and i < len(per) else None
-        label = f"{f.name} frame {i + 1}" if n > 1 else f.name
-
-        def group(keyword: str, _item=item):
-            return _first_item(_item, keyword) or _first_item(shared, keyword)
-
-        pp, po, pm = group("PlanePositionSequence"), group("PlaneOrientationSequence"), group("PixelMeasuresSequence")
-        fc, cs, pv = group("FrameContentSequence"), group("CardiacSynchronizationSequence"), \
-            group("PixelValueTransformationSequence")
-        ipp_src = getattr(pp, "ImagePositionPatient", None) if pp is not None else None
-        if ipp_src is None and n == 1:
-            ipp_src = getattr(ds, "ImagePositionPatient", None)
-        where = "PlanePositionSequence (0020,9113) > " if enhanced else ""
-        ipp = _floats(ipp_src or [], 3, f"{where}ImagePositionPatient (0020,0032)", label)
-        iop_src = getattr(po, "ImageOrientationPatient", None) if po is not None else None
-        iop_src = iop_src or getattr(ds, "ImageOrientationPatient", None)
-        where = "PlaneOrientationSequence (0020,9116) > " if enhanced else ""
-        iop = _floats(iop_src or [], 6, f"{where}ImageOrientationPatient (0020,0037)", label)
-        ps_src = getattr(pm, "PixelSpacing", None) if pm is not None else None
-        ps_src = ps_src or getattr(ds, "PixelSpacing", None)
-        if not ps_src:
-            where = "PixelMeasuresSequence (0028,9110) > " if enhanced else ""
-            raise InputError(
-                f"{label} has no {where}PixelSpacing (0028,0030), so the pixel size in mm is unknown "
-                "(volumes, masses and the model's pixel size depend on it). Export the series again with "
-                "complete headers (anonymisers sometimes strip the tag), or convert it to NIfTI with the "
-                "true voxel size and open that."
-            )
-        ps = _floats(ps_src, 2, "PixelSpacing (0028,0030)", label)
-        if not np.all(ps > 0):
-            raise InputError(f"{label}: PixelSpacing (0028,0030) is {list(ps)}; both values must be > 0 mm.")
-        thick = np.nan  # only used for a single-slice cine's third axis
-        for src, kw in ((pm, "SpacingBetweenSlices"), (ds, "SpacingBetweenSlices"),
-                        (pm, "SliceThickness"), (ds, "SliceThickness")):
-            if not np.isfinite(thick) and src is not None:
-                thick = _num(getattr(src, kw, None))
-        trig = _num(getattr(cs, "NominalCardiacTriggerDelayTime", None) if cs is not None else None)
-        if not np.isfinite(trig) and n == 1:
-            trig = _num(getattr(ds, "TriggerTime", None))
-            if not np.isfinite(trig):
-                trig = _num(getattr(ds, "NominalCardiacTriggerDelayTime", None))
-        tpi = _num(getattr(fc, "TemporalPositionIndex", None) if fc is not None else None)
-        slope = _num(getattr(pv, "RescaleSlope", None) if pv is not None else None)
-        intercept = _num(getattr(pv, "RescaleIntercept", None) if pv is not None else None)
-        if not np.isfinite(slope):
-            slope = _num(getattr(ds, "RescaleSlope", None))
-        if not np.isfinite(intercept):
-            intercept = _num(getattr(ds, "RescaleIntercept", None))
-        frames.append(_Frame(
-            file=f, label=label, frame=i if n > 1 else None, ipp=ipp, iop=iop, pixel_spacing=ps,
-            thickness=thick, trigger=trig, temporal_index=tpi, inst=inst,
-            slope=slope if np.isfinite(slope) and slope != 0 else 1.0,
-            intercept=intercept if np.isfinite(intercept) else 0.0,
-        ))
-    return frames
-
-
 def read_dicom_folder(path: str | os.PathLike) -> Cine:
     """Read a folder of DICOM images (single-frame images, one per slice × phase, or Enhanced
     multi-frame files) as a :class:`Cine` ``(T, Z, Y, X)``.
@@ -240,54 +90,14 @@ def read_dicom_folder(path: str | os.PathLike) -> Cine:
     return cine
 
 
-def _read_headers(folder: Path) -> list:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
 
-    files = dicom_files_in(folder)
-    if not files:
-        raise InputError(
-            f"No DICOM files found in {folder}. Choose the folder that directly contains the .dcm files "
-            "of one cine series."
-        )
-    headers = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=f.suffix.lower() == ".dcm")
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            raise InputError(f"{f.name} in {folder} cannot be read as DICOM ({exc}). Remove or replace it.") from exc
-        if "PixelData" not in ds and not hasattr(ds, "Rows"):
-            continue  # DICOMDIR, structured reports, ...
-        headers.append((f, ds))
-    if not headers:
-        raise InputError(f"The DICOM files in {folder} contain no images. Choose a folder with a cine series.")
-    return headers
-
-
-def _one_series(folder: Path, headers: list) -> list:
-    by_series: dict[str, list] = defaultdict(list)
-    for f, ds in headers:
-        by_series[str(getattr(ds, "SeriesInstanceUID", "unknown"))].append((f, ds))
-    if len(by_series) > 1:
-        lines = []
-        for uid, items in by_series.items():
-            desc = str(getattr(items[0][1], "SeriesDescription", "") or "")
-            num = getattr(items[0][1], "SeriesNumber", "?")
-            lines.append(f"  series {num} '{desc}' ({len(items)} files, UID {uid})")
-        raise InputError(
-            f"{folder} mixes {len(by_series)} DICOM series:\n" + "\n".join(lines) +
-            "\nPut each series in its own folder and open the folder with one series (the short-axis cine)."
-        )
-    return next(iter(by_series.values()))
-
-
-def _phase_key(e: _Frame) -> tuple:
+def _phase_key(e: DicomFrame) -> tuple:
     return (np.inf if np.isnan(e.trigger) else e.trigger,
             np.inf if np.isnan(e.temporal_index) else e.temporal_index,
             e.inst, e.frame if e.frame is not None else 0)
 
 
-def _check_phase_counts(folder: Path, slices: list[list[_Frame]]) -> None:
+def _check_phase_counts(folder: Path, slices: list[list[DicomFrame]]) -> None:
     counts = [len(s) for s in slices]
     if len(set(counts)) == 1:
         return
@@ -353,7 +163,7 @@ def dicom_source(path: str | os.PathLike) -> DicomSource:
     return _source_of(folder, slices, rows, cols)
 
 
-def _source_of(folder: Path, slices: list[list[_Frame]], rows: int, cols: int) -> DicomSource:
+def _source_of(folder: Path, slices: list[list[DicomFrame]], rows: int, cols: int) -> DicomSource:
     n_t, n_z = len(slices[0]), len(slices)
     return DicomSource(
         folder=folder,
@@ -363,7 +173,7 @@ def _source_of(folder: Path, slices: list[list[_Frame]], rows: int, cols: int) -
     )
 
 
-def _sorted_slices(path: str | os.PathLike) -> tuple[Path, list[list[_Frame]], int, int, _Frame]:
+def _sorted_slices(path: str | os.PathLike) -> tuple[Path, list[list[DicomFrame]], int, int, DicomFrame]:
     """Headers of the folder's one series as ``slices[z][t]`` (sorted along the normal, then by
     phase), with the image size ``(rows, cols)`` and the first frame read (the geometry reference)."""
     folder = Path(path)
@@ -371,18 +181,18 @@ def _sorted_slices(path: str | os.PathLike) -> tuple[Path, list[list[_Frame]], i
         raise InputError(f"Folder not found: {folder}. Check the path.")
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder. Choose the folder that holds the DICOM files of one cine.")
-    items = _one_series(folder, _read_headers(folder))
+    items = one_series(folder, read_headers(folder))
 
     f0, ds0 = items[0]
     rows, cols = int(ds0.Rows), int(ds0.Columns)
-    frames: list[_Frame] = []
+    frames: list[DicomFrame] = []
     for f, ds in items:
         if int(ds.Rows) != rows or int(ds.Columns) != cols:
             raise InputError(
                 f"{f.name} is {ds.Rows}×{ds.Columns} pixels but {f0.name} is {rows}×{cols}; "
                 "all images of a cine must have the same size. Choose a folder with one cine series."
             )
-        frames.extend(_frames_of(f, ds))
+        frames.extend(frames_of(f, ds))
 
     # Geometry: one orientation and one pixel size for the whole cine
     e0 = frames[0]
@@ -404,7 +214,7 @@ def _sorted_slices(path: str | os.PathLike) -> tuple[Path, list[list[_Frame]], i
 
     # Group into slices by position along the normal (tolerance 0.01 mm)
     frames.sort(key=lambda e: e.pos)
-    slices: list[list[_Frame]] = []
+    slices: list[list[DicomFrame]] = []
     for e in frames:
         if slices and abs(e.pos - slices[-1][0].pos) < 1e-2:
             slices[-1].append(e)
@@ -431,7 +241,7 @@ def _read_dicom_folder(path: str | os.PathLike) -> Cine:
         notes.append(f"{folder.name}: {gap}")
 
     # Pixel data: each file is decoded once
-    where: dict[Path, list[tuple[int, int, _Frame]]] = defaultdict(list)
+    where: dict[Path, list[tuple[int, int, DicomFrame]]] = defaultdict(list)
     for z, s in enumerate(slices):
         for t, e in enumerate(s):
             where[e.file].append((t, z, e))
@@ -484,3 +294,7 @@ def _read_dicom_folder(path: str | os.PathLike) -> Cine:
         warnings=notes,
         source=_source_of(folder, slices, rows, cols),
     )
+
+
+__all__ = ["DicomSource", "dicom_files_in", "dicom_source", "looks_like_dicom", "read_dicom_folder",
+           "slice_gap_message"]

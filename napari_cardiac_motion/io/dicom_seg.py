@@ -31,6 +31,8 @@ written): an image without a Type 1 attribute a SEG must reference (:data:`REQUI
 multi-frame sources, labels on another grid than the source, label values the model does not describe.
 
 Axis orders: labels ``(T, Z, Y, X)`` as everywhere in the package; ``Y`` = DICOM row, ``X`` = column.
+
+The segments' coded anatomy and descriptions live in :mod:`.dicom_seg_segments` (re-exported here).
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import CardiacMotionError, InputError, InputWarning
 from ..model_description import ModelDescription, describe
 from .dicom import DicomSource, dicom_source, looks_like_dicom
+from .dicom_seg_segments import SEGMENT_CODES, SOFTWARE_NAME, segment_descriptions
 
 #: output folder name (inside the predict output folder) and file name pattern (``t`` 0-based)
 DICOM_SEG_DIR = "dicom_seg"
@@ -66,25 +69,6 @@ REQUIRED_TAGS: dict[str, tuple[str, str]] = {
 #: Type 2 patient/study attributes highdicom copies from the first source image (written empty when absent)
 TYPE2_TAGS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
               "StudyDate", "StudyTime", "ReferringPhysicianName")
-
-_NAME = "napari-cardiac-motion"
-
-
-def _sct(value: str, meaning: str) -> tuple[str, str, str]:
-    return (value, "SCT", meaning)
-
-
-#: coded anatomy of each class, by the class's short key: ``(category, type, anatomic region or None)``
-#: as ``(code value, scheme, meaning)``. Blood pools are "Blood" in the ventricle (SNOMED CT has no
-#: "ventricular blood pool" body structure); the myocardium is the body structure itself. All codes
-#: are in pydicom's SNOMED CT dictionary (``codes.SCT.Tissue``, ``Blood``, ``AnatomicalStructure``,
-#: ``LeftVentricleMyocardium``, ``LeftVentricle``, ``RightVentricle``).
-SEGMENT_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str], tuple[str, str, str] | None]] = {
-    "LV": (_sct("85756007", "Tissue"), _sct("87612001", "Blood"), _sct("87878005", "Left ventricle")),
-    "Myo": (_sct("91723000", "Anatomical Structure"), _sct("49848007", "Left Ventricle Myocardium"), None),
-    "RV": (_sct("85756007", "Tissue"), _sct("87612001", "Blood"), _sct("53085002", "Right ventricle")),
-}
-
 
 @dataclass
 class DicomSegResult:
@@ -210,33 +194,6 @@ def _repair_first(ds, notes: list[str]) -> None:
             el.value = ""
 
 
-# ----------------------------------------------------------------------------- segments
-
-def segment_descriptions(description: ModelDescription, model_name: str, model_version: str) -> list:
-    """highdicom segment descriptions: one per class of ``description``, number = label value."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    from pydicom.sr.coding import Code
-
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_name, family=codes.cid7162.ArtificialIntelligence, version=model_version, source=_NAME)
-    out = []
-    for c in description.classes:
-        coded = SEGMENT_CODES.get(c.key)
-        if coded is None:
-            raise InputError(
-                f"The model's class {c.value} '{c.name}' (key '{c.key}') has no SNOMED CT code here; DICOM SEG "
-                f"export knows {', '.join(SEGMENT_CODES)}. Use the NIfTI labels.")
-        category, prop, region = (None if x is None else Code(*x) for x in coded)
-        rgb = [round(255 * min(1.0, max(0.0, v))) for v in c.color[:3]]
-        out.append(hd.seg.SegmentDescription(
-            segment_number=c.value, segment_label=c.name[:64], segmented_property_category=category,
-            segmented_property_type=prop, algorithm_type="AUTOMATIC", algorithm_identification=algorithm,
-            anatomic_regions=None if region is None else [region],
-            display_color=hd.color.CIELabColor.from_rgb(*rgb)))
-    return out
-
-
 # ----------------------------------------------------------------------------- writing
 
 def _check_labels(labels: np.ndarray, source: DicomSource, description: ModelDescription) -> np.ndarray:
@@ -304,8 +261,8 @@ def build_dicom_seg(labels: np.ndarray, source: DicomSource,
             out[t] = hd.seg.Segmentation(
                 source_images=images, pixel_array=lab[t], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=series_number,
-                sop_instance_uid=hd.UID(), instance_number=t + 1, manufacturer=_NAME,
-                manufacturer_model_name=_NAME, software_versions=str(__version__), device_serial_number="none",
+                sop_instance_uid=hd.UID(), instance_number=t + 1, manufacturer=SOFTWARE_NAME,
+                manufacturer_model_name=SOFTWARE_NAME, software_versions=str(__version__), device_serial_number="none",
                 content_label="HEART", content_description=f"Cardiac frame {t} (0-based) of the cine",
                 series_description=f"Segmentation {name} {version}"[:64])
     return out, notes

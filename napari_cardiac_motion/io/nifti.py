@@ -21,6 +21,9 @@ they disagree by more than 0.1 %:
 Either way a :class:`~napari_cardiac_motion.errors.InputWarning` names the file, both sizes and the one
 used, and the message is kept in ``Cine.warnings``. The affine itself is kept as stored, so outputs
 written with it overlay the input in any viewer exactly as the input does.
+
+File-level helpers live in :mod:`.nifti_files` and the motion files in :mod:`.nifti_motion`; their
+public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,59 +35,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
 from ..cine import Cine
 from ..errors import InputError, InputWarning
-
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from .nifti_files import (
+    NIFTI_SUFFIXES,
+    affine_or_default,
+    is_nifti_path,
+    load_nifti,
+    make_nifti_image,
+    nifti_stem,
+    save_nifti_atomic,
+)
+from .nifti_motion import (
+    FLOW_DESCRIP,
+    FLOW_INTENT_NAME,
+    flow_to_lps_mm,
+    read_nifti_flow,
+    write_nifti_flow,
+    write_slicer_displacement,
+)
 
 _TIME_UNIT_TO_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
-
-
-def nifti_stem(path: str | os.PathLike) -> str:
-    """File name without ``.nii`` / ``.nii.gz``."""
-    name = Path(path).name
-    for suffix in _NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def is_nifti_path(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(_NIFTI_SUFFIXES)
-
-
-def _load(path: str | os.PathLike):
-    """Load a NIfTI image and its data array; every failure becomes an :class:`InputError`."""
-    import nibabel as nib
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"File not found: {p}. Check the path and the file name.")
-    if p.is_dir():
-        raise InputError(
-            f"{p} is a folder, not a NIfTI file. Choose a .nii or .nii.gz file "
-            "(or open the folder as a DICOM series)."
-        )
-    try:
-        img = nib.load(str(p))
-    except Exception as exc:  # ImageFileError, gzip/zlib errors, OSError, ...
-        raise InputError(
-            f"Could not read {p.name} as NIfTI ({type(exc).__name__}: {exc}). "
-            "The file is not a NIfTI image or is corrupt; re-export it as .nii or .nii.gz."
-        ) from exc
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(
-            f"{p.name} is a {type(img).__name__}, not a NIfTI image. Convert it to .nii.gz first."
-        )
-    try:
-        data = np.asanyarray(img.dataobj)  # forces the read (and decompression) now
-    except Exception as exc:  # EOFError, zlib.error, OSError, ValueError on truncated files
-        raise InputError(
-            f"{p.name} is truncated or corrupt: its image data cannot be read "
-            f"({type(exc).__name__}: {exc}). Copy or export the file again."
-        ) from exc
-    return img, np.asarray(data)
 
 
 def _frame_interval_ms(header) -> float:
@@ -192,7 +163,7 @@ def read_nifti_volume(path: str | os.PathLike, what: str = "image") -> NiftiVolu
     Raises :class:`InputError` for missing, corrupt, 2D or >4D files; warns (:class:`InputWarning`)
     when pixdim and the affine disagree (see the module docstring for the rule).
     """
-    img, raw = _load(path)
+    img, raw = load_nifti(path)
     fname = Path(path).name
     arr = _to_xyzt(raw, fname, what)
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -234,56 +205,11 @@ def read_nifti(path: str | os.PathLike) -> Cine:
     )
 
 
-def _affine_or_default(affine, spacing) -> np.ndarray:
-    if affine is None:
-        aff = np.eye(4)
-        if spacing is not None:
-            dz, dy, dx = (float(s) for s in spacing)
-            aff[0, 0], aff[1, 1], aff[2, 2] = dx, dy, dz
-        return aff
-    aff = np.asarray(affine, dtype=np.float64)
-    if aff.shape != (4, 4):
-        raise InputError(f"Affine must be a 4x4 matrix, got shape {aff.shape}.")
-    return aff
-
-
-def _save_atomic(img, path: str | os.PathLike) -> Path:
-    import nibabel as nib
-
-    out = Path(path)
-    if not is_nifti_path(out):
-        out = out.with_name(out.name + ".nii.gz")
-    suffix = ".nii.gz" if out.name.lower().endswith(".nii.gz") else ".nii"
-    atomic_write(out, lambda tmp: nib.save(img, tmp), suffix=suffix)
-    return out
-
-
-def _make_image(arr_xyzt: np.ndarray, affine, spacing, frame_interval_ms: float, dtype):
-    import nibabel as nib
-
-    aff = _affine_or_default(affine, spacing)
-    img = nib.Nifti1Image(np.asarray(arr_xyzt, dtype=dtype), aff)
-    hdr = img.header
-    hdr.set_data_dtype(dtype)
-    if spacing is not None:
-        dz, dy, dx = (float(s) for s in spacing)
-    else:
-        dx, dy, dz = (float(v) for v in np.linalg.norm(aff[:3, :3], axis=0))
-    zooms = [dx, dy, dz]
-    if arr_xyzt.ndim >= 4:
-        zooms.append(float(frame_interval_ms) if frame_interval_ms else 1.0)
-    zooms += [1.0] * (arr_xyzt.ndim - len(zooms))
-    hdr.set_zooms(tuple(zooms[: arr_xyzt.ndim]))
-    hdr.set_xyzt_units("mm", "msec")
-    img.set_sform(aff, code=1)
-    img.set_qform(aff, code=1)
-    return img
-
 
 def write_nifti_image(path: str | os.PathLike, cine: Cine, dtype=np.float32) -> Path:
     """Write a :class:`Cine` as ``(X, Y, Z, T)``."""
     arr = np.transpose(np.asarray(cine.data), (3, 2, 1, 0))
-    return _save_atomic(_make_image(arr, cine.affine, cine.spacing, cine.frame_interval_ms, dtype), path)
+    return save_nifti_atomic(make_nifti_image(arr, cine.affine, cine.spacing, cine.frame_interval_ms, dtype), path)
 
 
 def _labels_4d(labels: np.ndarray) -> np.ndarray:
@@ -311,7 +237,7 @@ def write_nifti_labels(
     """Write labels ``(T, Z, Y, X)`` uint8 as a NIfTI ``(X, Y, Z, T)`` uint8 with ``affine``."""
     lab = _labels_4d(labels)
     arr = np.transpose(lab, (3, 2, 1, 0))
-    return _save_atomic(_make_image(arr, affine, spacing, frame_interval_ms, np.uint8), path)
+    return save_nifti_atomic(make_nifti_image(arr, affine, spacing, frame_interval_ms, np.uint8), path)
 
 
 def read_nifti_labels(path: str | os.PathLike) -> np.ndarray:
@@ -328,91 +254,26 @@ def read_nifti_labels(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.uint8))
 
 
-#: ``descrip`` of ``flow.nii.gz`` (NIfTI allows 80 characters): what the numbers are, and what they are not.
-FLOW_DESCRIP = "u_t voxels (dx,dy) pull t->ED: I_t(p)~I_ED(p+u_t(p)); NOT mm, NOT LPS"
-#: ``intent_name`` of ``flow.nii.gz`` (16 characters at most).
-FLOW_INTENT_NAME = "dx,dy vox pull"
-
-
-def write_nifti_flow(
-    path: str | os.PathLike,
-    flow: np.ndarray,
-    affine=None,
-    spacing=None,
-    frame_interval_ms: float = 0.0,
-) -> Path:
-    """Write motion ``(T, Z, Y, X, 2)`` with components ``(dy, dx)`` as NIfTI ``(X, Y, Z, T, 2)``
-    float32 with components ``(dx, dy)`` (in voxels, along NIfTI X then Y).
-
-    The header carries no vector/displacement intent (ITK and 3D Slicer would read such a field as
-    an LPS displacement in mm, which this is not); ``descrip`` states the convention instead
-    (:data:`FLOW_DESCRIP`). For a field those viewers read correctly use
-    :func:`write_slicer_displacement`.
-    """
-    f = np.asarray(flow)
-    if f.ndim != 5 or f.shape[-1] != 2:
-        raise InputError(f"Flow must have shape (T, Z, Y, X, 2); got {f.shape}.")
-    arr = np.transpose(f[..., ::-1], (3, 2, 1, 0, 4)).astype(np.float32)
-    img = _make_image(arr, affine, spacing, frame_interval_ms, np.float32)
-    img.header.set_intent("none", (), name=FLOW_INTENT_NAME)
-    img.header["descrip"] = FLOW_DESCRIP.encode("ascii")
-    return _save_atomic(img, path)
-
-
-def flow_to_lps_mm(flow_t: np.ndarray, affine) -> np.ndarray:
-    """One frame's motion ``(Z, Y, X, 2)`` ``(dy, dx)`` in voxels → ``(X, Y, Z, 3)`` displacement in
-    LPS mm (the vectors ITK and 3D Slicer expect), using the affine's axes (voxel → RAS mm)."""
-    f = np.asarray(flow_t, dtype=np.float32)
-    if f.ndim != 4 or f.shape[-1] != 2:
-        raise InputError(f"One frame of flow must have shape (Z, Y, X, 2); got {f.shape}.")
-    aff = np.asarray(affine, dtype=np.float64)
-    ras_per_voxel = aff[:3, :2]  # columns: RAS mm per step along NIfTI X (i), then Y (j)
-    lps = (np.diag([-1.0, -1.0, 1.0]) @ ras_per_voxel).astype(np.float32)
-    vec_zyx = f[..., 1:2] * lps[:, 0] + f[..., 0:1] * lps[:, 1]  # dx·col_i + dy·col_j, (Z, Y, X, 3)
-    return np.ascontiguousarray(np.transpose(vec_zyx, (2, 1, 0, 3)), dtype=np.float32)
-
-
-def write_slicer_displacement(
-    folder: str | os.PathLike,
-    flow: np.ndarray,
-    affine,
-    stem: str = "displacement",
-) -> list[Path]:
-    """Write each frame's motion as an ITK / 3D Slicer displacement field: ``folder/<stem>_tNNN.nii.gz``.
-
-    Each file is ``(X, Y, Z, 1, 3)`` float32 with the vector intent, the vectors in **LPS mm** on the
-    cine's grid (``affine``), the convention ITK (``ConvertRASVectors`` off, its default) and Slicer
-    read. As a transform it is the resampling (pull) transform ``x → x + u_t(x)`` from frame t's grid
-    into the ED frame: resampling the ED frame through it gives frame t (Slicer: load as a transform,
-    apply it to the ED frame). One file per frame, because those viewers read 3D fields only.
-    ``flow`` is ``(T, Z, Y, X, 2)`` with components ``(dy, dx)`` in voxels (as in memory).
-    """
-    import nibabel as nib
-
-    f = np.asarray(flow)
-    if f.ndim != 5 or f.shape[-1] != 2:
-        raise InputError(f"Flow must have shape (T, Z, Y, X, 2); got {f.shape}.")
-    aff = _affine_or_default(affine, None)
-    out_dir = Path(folder)
-    paths = []
-    for t in range(f.shape[0]):
-        vec = flow_to_lps_mm(f[t], aff)[:, :, :, np.newaxis, :]  # (X, Y, Z, 1, 3)
-        img = nib.Nifti1Image(vec, aff)
-        img.header.set_intent("vector", (), name="disp LPS mm")
-        img.header["descrip"] = f"frame {t} -> ED displacement, LPS mm, ITK/Slicer pull transform".encode("ascii")
-        img.header.set_xyzt_units("mm")
-        img.set_sform(aff, code=1)
-        img.set_qform(aff, code=1)
-        paths.append(_save_atomic(img, out_dir / f"{stem}_t{t:03d}.nii.gz"))
-    return paths
-
-
-def read_nifti_flow(path: str | os.PathLike) -> np.ndarray:
-    """Read a flow file written by :func:`write_nifti_flow` as ``(T, Z, Y, X, 2)``, components ``(dy, dx)``."""
-    _, raw = _load(path)
-    if raw.ndim != 5 or raw.shape[-1] != 2:
-        raise InputError(
-            f"{Path(path).name} has shape {raw.shape}; a flow file must be X×Y×Z×T×2 (components dx, dy)."
-        )
-    arr = np.transpose(raw, (3, 2, 1, 0, 4))[..., ::-1]
-    return np.ascontiguousarray(arr, dtype=np.float32)
+__all__ = [
+    "FLOW_DESCRIP",
+    "FLOW_INTENT_NAME",
+    "NIFTI_SUFFIXES",
+    "VOXEL_SIZE_RTOL",
+    "NiftiVolume",
+    "affine_or_default",
+    "flow_to_lps_mm",
+    "is_nifti_path",
+    "load_nifti",
+    "make_nifti_image",
+    "nifti_stem",
+    "read_nifti",
+    "read_nifti_flow",
+    "read_nifti_labels",
+    "read_nifti_volume",
+    "resolve_voxel_size",
+    "save_nifti_atomic",
+    "write_nifti_flow",
+    "write_nifti_image",
+    "write_nifti_labels",
+    "write_slicer_displacement",
+]

@@ -2,17 +2,15 @@
 
 Each job gets plain data captured on the GUI thread (never a layer or widget) and returns plain data;
 the GUI thread applies it. Models are handed to jobs as **private copies**
-(:func:`private_model`): a job may move its model to a device, switch it to eval or train it without
-touching the cached one or another job's. Progress is ``progress(done, total, info)``; ``cancel()``
-returning True stops a job at its next check (raising :class:`~..errors.CancelledError`).
+(:func:`~..model_store.private_model`, which loads and caches them): a job may move its model to a
+device, switch it to eval or train it without touching the cached one or another job's. Progress is ``progress(done, total, info)`` with ``info`` a
+:class:`JobProgress` (prediction's step message, fine-tuning's losses); ``cancel()`` returning True
+stops a job at its next check (raising :class:`~..errors.CancelledError`).
 """
 
 from __future__ import annotations
 
-import copy
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,41 +18,41 @@ import numpy as np
 from ..cine import Cine
 from ..errors import CancelledError
 
-Progress = Callable[[int, int, Any], None]
 Cancel = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One progress report of a job: ``done`` of ``total`` steps, with prediction's ``message``
+    (what it is doing, ``""`` when none) or fine-tuning's ``losses`` (the step's losses by name)."""
+
+    done: int
+    total: int
+    message: str = ""
+    losses: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, done: int, total: int, info: Any = None) -> "JobProgress":
+        """From a core callback's ``(done, total, info)``: info a message (str), losses (dict) or None."""
+        if isinstance(info, JobProgress):
+            return info
+        if isinstance(info, dict):
+            return cls(int(done), int(total), losses={k: float(v) for k, v in info.items()})
+        return cls(int(done), int(total), message="" if info is None else str(info))
+
+
+Progress = Callable[[int, int, JobProgress], None]
 
 #: grid step (pixels) of the motion arrows, and the shortest arrow drawn (voxels)
 ARROW_STEP = 4
 ARROW_MIN_LENGTH = 0.1
 
-_MODEL_CACHE: dict[tuple, tuple[Any, dict]] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def _cached_model(path: str | None):
-    """Load (and cache by path + mtime + size) a checkpoint; ``None`` = the shipped default."""
-    from ..model.checkpoint import default_checkpoint_path, load_checkpoint
-
-    p = Path(path) if path else default_checkpoint_path()
-    try:
-        st = p.stat()
-        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = None  # load_checkpoint raises the user-facing error
-    if key is not None and key in _MODEL_CACHE:
-        return _MODEL_CACHE[key]
-    model, meta = load_checkpoint(p)
-    if key is not None:
-        _MODEL_CACHE.clear()  # keep one model in memory
-        _MODEL_CACHE[key] = (model, meta)
-    return model, meta
-
-
 def private_model(path: str | None):
-    """``(a private deep copy of the model at path, its metadata)`` — the cached model is never handed out."""
-    with _MODEL_LOCK:
-        model, meta = _cached_model(path)
-        return copy.deepcopy(model), dict(meta)
+    """``(a private deep copy of the model at path, its metadata)`` — see
+    :func:`~..model_store.private_model` (imported on first use: torch stays out of the panels' import)."""
+    from .. import model_store
+
+    return model_store.private_model(path)
 
 
 def finetune_function():
@@ -160,7 +158,7 @@ def predict_job(snap: LayerSnapshot, model_path: str | None, device: str, ed_fra
         raise CancelledError("Cancelled by the user; no results were produced.")
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, msg), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
 
 
 def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, device: str, ed_frame: int | None,
@@ -171,25 +169,17 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     The one call site of the core fine-tuning function in the GUI.
     """
     from ..model_description import describe
-    from ..model_store import save_finetuned
+    from ..model_store import finetuned_metadata, save_finetuned
 
     model, meta = private_model(model_path)
     finetune = finetune_function()
     new_model, history = finetune(model, cine, corrections, steps=steps, lr=lr, device=device,
-                                  progress=lambda s, n, losses: progress(s, n, losses), cancel=cancel,
+                                  progress=lambda s, n, losses: progress(s, n, JobProgress.of(s, n, losses)),
+                                  cancel=cancel,
                                   guard=guard, ed_frame=ed_frame)
     if cancel():
         raise CancelledError("Cancelled; the previous model is kept.")
-    metadata = {
-        "parent": meta.get("path") or meta.get("name"), "parent_name": meta.get("name"),
-        "source_image": cine.name, "corrected_slices": history.get("corrected"),
-        "ed_frame": history.get("ed_frame"), "steps": history.get("steps"), "lr": history.get("lr"),
-        "guard": history.get("guard"), "losses": history.get("losses"),
-        "seconds": round(float(history.get("seconds", 0.0)), 2), "version": meta.get("version"),
-    }
-    for k in ("accepted", "guard_report", "kept"):
-        if k in history:
-            metadata[k] = history[k]
+    metadata = finetuned_metadata(meta, cine.name, history)
     description = describe(meta)
     path = save_finetuned(new_model, metadata, folder=folder, description=description)
     meta = dict(metadata, **description.to_metadata(), name=path.stem, path=str(path))
@@ -201,7 +191,7 @@ def repredict_job(cine: Cine, model_path: str | None, device: str, ed_frame: int
     """Predict ``cine`` again with another model (e.g. undoing a fine-tuning)."""
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, msg), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
 
 
 def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_frame: int, *,

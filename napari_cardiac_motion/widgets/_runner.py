@@ -4,8 +4,8 @@
 per image: a second start on a busy image is refused), runs a job body from :mod:`._jobs` in a napari
 worker thread, relays its progress to the GUI thread through a Qt signal, and delivers its value —
 or its error, never raised in the worker — to callbacks on the GUI thread. Cancel sets an event the
-job checks. Panels show the busy state by listening to the state (``"busy"`` events) and to
-:attr:`JobRunner.progress`.
+job checks. Panels show the busy state by listening to the state (``StateEvent.BUSY`` events) and to
+:attr:`JobRunner.progress` (its ``info`` is always a :class:`~._jobs.JobProgress`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..errors import CancelledError, CardiacMotionError
 from ..state import Busy, ViewerState
+from ._jobs import JobProgress
 
 
 #: delay (ms) before the next piece of GUI-thread work of a job (a landing step, the progress bar). Not 0:
@@ -64,7 +65,8 @@ class _Job:
 class JobRunner(QObject):
     """Runs jobs off the GUI thread, one per image (see module docstring).
 
-    Signals (GUI thread): ``progress(key, done, total, info)``; ``finished(key, job, outcome)`` with
+    Signals (GUI thread): ``progress(key, done, total, info)`` with ``info`` a :class:`JobProgress`
+    (a job reporting a bare message or losses dict is wrapped); ``finished(key, job, outcome)`` with
     outcome ``"done"``, ``"cancelled"`` or ``"error"``.
     """
 
@@ -114,7 +116,7 @@ class JobRunner(QObject):
             return cancel_event.is_set() or bool(w is not None and w.abort_requested)
 
         def progress(done: int, total: int, info: Any = None) -> None:
-            relay.emit(key, int(done), int(total), info)
+            relay.emit(key, int(done), int(total), JobProgress.of(done, total, info))
 
         try:
             worker = create_worker(_guarded, fn, args, kwargs, progress, cancel, _start_thread=False)
@@ -153,7 +155,7 @@ class JobRunner(QObject):
         return bool(entry is not None and entry.cancel.is_set())
 
     # -- GUI-thread callbacks -------------------------------------------------------------------
-    def _on_progress(self, key, done: int, total: int, info) -> None:
+    def _on_progress(self, key, done: int, total: int, info: JobProgress) -> None:
         entry = self.jobs.get(key)
         if entry is None:
             return
@@ -163,8 +165,8 @@ class JobRunner(QObject):
             try:
                 if pbar.total != total:
                     pbar.total = total
-                if isinstance(info, str):
-                    pbar.set_description(f"Cardiac motion: {info}")
+                if info.message:
+                    pbar.set_description(f"Cardiac motion: {info.message}")
                 pbar.update(done - pbar.n)  # last: may process events re-entrantly
             except Exception:
                 pass

@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._jobs import finetune_defaults, finetune_job, repredict_job
+from ..state import StateEvent
+from ._jobs import JobProgress, finetune_defaults, finetune_job, repredict_job
 from ._session import Session, get_session, unwrap
 from .loss_plot import LossPlot
 
@@ -145,7 +146,7 @@ class FinetunePanel(QWidget):
         return self._key is not None and (self.session.runner.is_running(self._key, JOB)
                                           or self.session.runner.is_running(self._key, UNDO_JOB))
 
-    def _on_state_changed(self, key, what: str) -> None:
+    def _on_state_changed(self, key, what: StateEvent) -> None:
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -243,12 +244,12 @@ class FinetunePanel(QWidget):
             self._status("Cancelling at the next step…")
             self._update_buttons()
 
-    def _on_progress(self, key, step: int, total: int, info) -> None:
-        if key != self._key or not self.is_running or not isinstance(info, dict):
+    def _on_progress(self, key, step: int, total: int, info: JobProgress) -> None:
+        if key != self._key or not self.is_running or info.losses is None:
             return
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(step)
-        loss = float(info.get("total", float("nan")))
+        loss = float(info.losses.get("total", float("nan")))
         self.loss_plot.add(loss)
         if step >= total:
             self._status("Redrawing the image with the new model…")

@@ -26,7 +26,8 @@ from qtpy.QtWidgets import (
 
 from ..devices import available_devices
 from ..layers import ARROW_MODES
-from ._jobs import arrows_job, predict_job, warm_imports
+from ..state import StateEvent
+from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 
@@ -295,13 +296,13 @@ class RunWidget(QWidget):
             self._set_status(f"Error: {msg}")
             show_error(f"Cardiac motion: {msg}")
 
-    def _on_progress(self, key, done: int, total: int, info) -> None:
+    def _on_progress(self, key, done: int, total: int, info: JobProgress) -> None:
         if key != self._run_key or not self.is_running:
             return
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(done)
-        if isinstance(info, str) and not self.session.runner.cancelling(key):
-            self._set_status(info)
+        if info.message and not self.session.runner.cancelling(key):
+            self._set_status(info.message)
 
     def _on_finished(self, key, job: str, outcome: str) -> None:
         if key == self._run_key and job == JOB:
@@ -313,10 +314,10 @@ class RunWidget(QWidget):
             self.progress_bar.setValue(1 if self.last_outcome == "done" else 0)
         self._update_buttons()
 
-    def _on_state_changed(self, key, what: str) -> None:
-        if what in ("busy", "result", "model"):
+    def _on_state_changed(self, key, what: StateEvent) -> None:
+        if what in (StateEvent.BUSY, StateEvent.RESULT, StateEvent.MODEL):
             self._update_buttons()
-            if what == "model" and key == self.state.active:
+            if what == StateEvent.MODEL and key == self.state.active:
                 img = self.state.image(key)
                 if img is not None:
                     self.set_model_path(str(img.model_path) if img.model_path else None)

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meter = StallMeter()
     session.runner.progress.connect(lambda key, done, total, info: setattr(
-        meter, "context", f"{info if isinstance(info, str) else 'step'} {done}/{total}"))
+        meter, "context", f"{info.message or 'step'} {done}/{total}"))
     results: list[tuple[str, float, float, str]] = []
 
     meter.start()
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     results.append(("idle", *meter.stop(), ""))
 
     handler_ms: list[float] = []
-    for name in ("flush", "_on_paint", "_on_set_data"):  # the plugin's own GUI-thread work per edit
-        real = getattr(session, name)
+    for name in ("flush", "on_paint", "on_set_data"):  # the plugin's own GUI-thread work per edit
+        real = getattr(session.history, name)
 
         def timed(*a, _real=real, **k):
             t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 handler_ms.append((time.perf_counter() - t0) * 1000)
 
-        setattr(session, name, timed)
+        setattr(session.history, name, timed)
 
     # --- run: measure the job in flight, then the landing steps separately
     landing = {"ms": 0.0}
@@ -215,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"event), slowest plugin edit handler {max(handler_ms or [0.0]):.1f} ms"))
 
     key = session.state.active
-    session._disconnect(key)  # napari alone: the same dabs with the plugin not listening
+    session.history.unwatch(key)  # napari alone: the same dabs with the plugin not listening
     paint_phase("paint (napari alone)", during_run=False)
-    session._connect(key, seg)
+    session.history.watch(key, seg)
     handler_ms.clear()
     paint_ms.clear()
     paint_phase("paint", during_run=False)

@@ -263,7 +263,7 @@ def predict_cine(
                 pieces.append(to_model(torch.from_numpy(raw).to(dev).unsqueeze(1), region))
         x = torch.cat(pieces, 0)
         del pieces
-        xp, _ = model._pad16(x)
+        xp, _ = model.pad16(x)
         probs_all, mfeats = [], []
         keep_probs = segment and use_seg_term
         for k in range(b):

@@ -159,7 +159,9 @@ class JointMotionSegNet(nn.Module):
 
     # -- building blocks ------------------------------------------------------------------------
     @staticmethod
-    def _pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Zero-pad ``(..., H, W)`` at the bottom and right to multiples of 16 (the encoder's stride);
+        returns the padded tensor and the original ``(H, W)`` to crop outputs back to."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % 16, (-w) % 16
         if ph or pw:
@@ -217,7 +219,7 @@ class JointMotionSegNet(nn.Module):
     # -- public API -----------------------------------------------------------------------------
     def segment(self, frames: torch.Tensor) -> torch.Tensor:
         """Segmentation logits ``(B, 4, H, W)`` of frames ``(B, 1, H, W)`` (any H, W)."""
-        x, (h, w) = self._pad16(frames)
+        x, (h, w) = self.pad16(frames)
         return self.segment_features(self.encode(x))[..., :h, :w]
 
     def forward(self, source: torch.Tensor, frames: torch.Tensor, pairwise: bool = True
@@ -233,8 +235,8 @@ class JointMotionSegNet(nn.Module):
             source_seg_logits (B, 4, H, W))``.
         """
         b, t = frames.shape[:2]
-        src, (h, w) = self._pad16(source)
-        tgt, _ = self._pad16(frames.flatten(0, 1))
+        src, (h, w) = self.pad16(source)
+        tgt, _ = self.pad16(frames.flatten(0, 1))
         feats_all = self.encode(torch.cat([src, tgt], 0))
         feats_src = [f[:b] for f in feats_all]
         feats_tgt = [f[b:] for f in feats_all]
@@ -257,7 +259,7 @@ class JointMotionSegNet(nn.Module):
             from frame t to frame 0 (``flows[:, 0] ≈ 0`` is learnt, not forced).
         """
         b, t, h, w = images.shape
-        x, _ = self._pad16(images.reshape(b * t, 1, h, w))
+        x, _ = self.pad16(images.reshape(b * t, 1, h, w))
         feats = self.encode(x)
         seg = self.segment_features(feats)[..., :h, :w].unflatten(0, (b, t))
         feats_src = [f.unflatten(0, (b, t))[:, 0] for f in feats]

@@ -106,8 +106,12 @@ def rates(flag: np.ndarray, bad: np.ndarray) -> tuple[float, float, int, int]:
 
 
 def constants_block(mean, scale, coef, intercept, thr, note) -> str:
-    f = lambda a: "np.array([" + ", ".join(f"{v:.4f}" for v in a) + "])"  # noqa: E731
-    return (f"MEAN = {f(mean)}\nSCALE = {f(scale)}\nCOEF = {f(coef)}\nINTERCEPT = {intercept:.4f}\n"
+    def f(name: str, a) -> str:  # six values a line
+        vals = [f"{v:.4f}" for v in a]
+        sep = ",\n" + " " * (len(name) + len(" = np.array(["))
+        return f"{name} = np.array([" + sep.join(", ".join(vals[i:i + 6]) for i in range(0, len(vals), 6)) + "])\n"
+
+    return (f("MEAN", mean) + f("SCALE", scale) + f("COEF", coef) + f"INTERCEPT = {intercept:.4f}\n"
             f"#: flag a (frame, slice) whose score is at least this\nTHRESHOLD = {thr:.4f}\n"
             f"#: the fit the constants come from (written by ``benchmarks/qc_benchmark.py --fit``)\n"
             f"FIT_NOTE = {note!r}\n")
@@ -162,8 +166,8 @@ def main(argv=None) -> int:
         coef, icpt = fit_logistic((x - mean) / scale, y, l2=args.l2)
         s = ((x - mean) / scale) @ coef + icpt
         thr = float(np.quantile(s, 1.0 - args.target_flagged))
-        note = (f"ACDC validation patients {', '.join(FIT)} (ED/ES, shipped model); threshold flags "
-                f"{args.target_flagged:.0%} of their slices; l2 = {args.l2}")
+        note = (f"ACDC {', '.join(FIT)} (ED/ES, shipped model); flags {args.target_flagged:.0%} of their "
+                f"slices; l2 {args.l2}")
         block = constants_block(mean, scale, coef, icpt, thr, note)
         print(block)
         qc.MEAN, qc.SCALE, qc.COEF, qc.INTERCEPT, qc.THRESHOLD = mean, scale, coef, icpt, thr
@@ -188,6 +192,13 @@ def summarise(rows: dict) -> dict:
             c, f, nb, ns = rates(flag, bad)
             out[f"{set_name}{part}"] = {"caught": c, "flagged": f, "bad": nb, "slices": ns}
             print(f"{set_name + part:<22}{c:>11.0%}{f:>10.0%}{nb:>7}{ns:>9}")
+    for set_name, names in (("held-out (10)", HELD_OUT), ("all (20)", FIT + HELD_OUT)):
+        names = [n for n in names if n in rows]
+        sc = np.concatenate([qc.score_features(rows[n]["feats"]).ravel() for n in names])
+        bad = np.concatenate([rows[n]["bad"].ravel() for n in names])
+        pts = {q: rates(sc >= np.quantile(sc, 1.0 - q), bad)[0] for q in (0.10, 0.15, 0.20, 0.30)}
+        out[f"{set_name} operating points"] = pts
+        print(f"{set_name}: bad caught when flagging " + ", ".join(f"{q:.0%}: {c:.0%}" for q, c in pts.items()))
     for g in GROUPS:
         names = [n for n in rows if rows[n]["group"] == g]
         if not names:

@@ -1,5 +1,6 @@
 """Panel "Corrections": the slices quality control asks to check (worst first) and the edited slices of
-the shown image, with revert, propagate, accept, undo, save and load. Thin: the provenance lives in the :class:`~..state.ViewerState`; labels are written
+the shown image, with revert, propagate, accept, undo, save and load. Thin: the provenance lives in the
+:class:`~..state.ViewerState`, the scores in the prediction's ``qc`` (:mod:`..qc`); labels are written
 through :meth:`~._session.Session.write_slices` (one napari undo step each); propagation runs in the
 background through the session's runner.
 

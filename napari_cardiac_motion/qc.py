@@ -156,31 +156,65 @@ def uncertainty_features(evidence: np.ndarray) -> np.ndarray:
                      low / np.maximum(hard, 1.0)], -1)
 
 
-def _slice_anatomy(lab: np.ndarray, n_cls: int, pixel_mm: float) -> tuple[np.ndarray, float, float, float]:
-    """Per 2D slice: class areas (pixels), no_ring, holes, thickness_off."""
-    areas = np.array([np.count_nonzero(lab == c) for c in range(1, n_cls + 1)], dtype=np.float64)
+#: in-plane connectivity for a stack of slices ``(N, Y, X)``: slices never touch each other
+_PLANE = np.zeros((3, 3, 3), bool)
+_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def _per_slice(mask: np.ndarray) -> np.ndarray:
+    """Pixel count of each slice of a ``(N, Y, X)`` mask → ``(N,)`` float."""
+    return mask.reshape(mask.shape[0], -1).sum(1).astype(np.float64)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """In-plane 4-neighbour dilation of each slice of a ``(N, Y, X)`` mask (numpy shifts; cheap)."""
+    out = mask.copy()
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    out[:, :, 1:] |= mask[:, :, :-1]
+    out[:, :, :-1] |= mask[:, :, 1:]
+    return out
+
+
+def _holes(fg: np.ndarray) -> np.ndarray:
+    """Background pixels enclosed by foreground, per slice of a ``(N, Y, X)`` mask → ``(N,)``."""
+    lbl, _ = ndimage.label(~fg, structure=_PLANE)
+    edge = np.unique(np.concatenate([lbl[:, 0].ravel(), lbl[:, -1].ravel(), lbl[:, :, 0].ravel(),
+                                     lbl[:, :, -1].ravel()]))
+    return _per_slice((lbl > 0) & ~np.isin(lbl, edge))
+
+
+def _extra_pieces(mask: np.ndarray) -> np.ndarray:
+    """Connected pieces beyond the first of each slice of a ``(N, Y, X)`` mask → ``(N,)``."""
+    lbl, n = ndimage.label(mask, structure=_PLANE)
+    counts = np.zeros(mask.shape[0])
+    for sl in ndimage.find_objects(lbl):
+        counts[sl[0].start] += 1
+    return np.clip(counts - 1, 0, None)
+
+
+def anatomy(lab: np.ndarray, n_cls: int, pixel_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Anatomical checks of every slice of a stack ``(N, Y, X)`` of labels (classes 1 LV, 2 Myo, …):
+    class areas ``(N, n_cls)`` (pixels), no_ring, holes, thickness_off ``(N,)`` (see :data:`FEATURES`)."""
+    areas = np.stack([_per_slice(lab == c) for c in range(1, n_cls + 1)], 1)
     fg = lab > 0
-    n_fg = int(fg.sum())
-    if n_fg == 0:
-        return areas, 0.0, 0.0, 0.0
+    n_fg = _per_slice(fg)
     lv, myo = lab == 1, lab == 2
-    no_ring = 0.0
-    if lv.any():
-        border = ndimage.binary_dilation(lv) & ~lv
-        no_ring = 1.0 - float(np.count_nonzero(border & myo)) / max(int(border.sum()), 1)
-    holes = float(np.count_nonzero(ndimage.binary_fill_holes(fg) & ~fg))
+    border = _grow(lv) & ~lv
+    n_border = _per_slice(border)
+    no_ring = np.where(n_border > 0, 1.0 - _per_slice(border & myo) / np.maximum(n_border, 1), 0.0)
+    holes = _holes(fg)
     for c in range(1, n_cls + 1):
-        n = ndimage.label(lab == c)[1]
-        holes += max(n - 1, 0) * 10.0
-    thickness_off = 0.0
-    if myo.any() and lv.any():
-        endo = int((ndimage.binary_dilation(lv) & ~lv & myo).sum())
-        epi_region = lv | myo
-        epi = int((epi_region & ~ndimage.binary_erosion(epi_region)).sum())
-        th = 2.0 * myo.sum() * pixel_mm / max(endo + epi, 1)
-        lo, hi = THICKNESS_MM
-        thickness_off = max(0.0, lo - th) + max(0.0, th - hi)
-    return areas, no_ring, holes / n_fg, thickness_off
+        holes += 10.0 * _extra_pieces(lab == c)
+    holes = np.where(n_fg > 0, holes / np.maximum(n_fg, 1), 0.0)
+    endo = _per_slice(border & myo)
+    wall = lv | myo
+    epi = _per_slice(wall & _grow(~wall))
+    th = 2.0 * _per_slice(myo) * pixel_mm / np.maximum(endo + epi, 1)
+    lo, hi = THICKNESS_MM
+    off = np.clip(lo - th, 0, None) + np.clip(th - hi, 0, None)
+    thickness_off = np.where((areas[:, 0] > 0) & (areas[:, 1] > 0) if n_cls >= 2 else False, off, 0.0)
+    return areas, no_ring, holes, thickness_off
 
 
 def _log_jump(a: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
@@ -199,12 +233,18 @@ def carried_gap(labels: np.ndarray, motion: np.ndarray, ed_frame: int, n_cls: in
     others = [t for t in range(n_t) if t != ed_frame]
     if not others:
         return out
-    for z in range(n_z):
-        carried = warp_array(labels[ed_frame, z][None, None].astype(np.float32), motion[others, z], mode="nearest")
-        for t, c_lab in zip(others, np.rint(carried[:, 0]).astype(np.uint8)):
-            d = [_dice(labels[t, z] == c, c_lab == c) for c in range(1, n_cls + 1)
-                 if (labels[t, z] == c).any() or (c_lab == c).any()]
-            out[t, z] = 1.0 - min(d) if d else 0.0
+    h, w = labels.shape[2:]
+    src = np.broadcast_to(labels[ed_frame][None], (len(others), n_z, h, w)).reshape(-1, 1, h, w)
+    flow = np.asarray(motion[others], dtype=np.float32).reshape(-1, h, w, 2)
+    carried = np.rint(warp_array(src, flow, mode="nearest")[:, 0]).astype(np.uint8)
+    own = labels[others].reshape(-1, h, w)
+    worst = np.zeros(own.shape[0])
+    for c in range(1, n_cls + 1):
+        a, b = own == c, carried == c
+        total = _per_slice(a) + _per_slice(b)
+        dice = np.where(total > 0, 2.0 * _per_slice(a & b) / np.maximum(total, 1), 1.0)
+        worst = np.maximum(worst, 1.0 - dice)
+    out[others] = worst.reshape(len(others), n_z)
     return out
 
 
@@ -242,11 +282,10 @@ def features(labels: np.ndarray, motion: np.ndarray | None, evidence: np.ndarray
     lab = labels[:, :, ys, xs]
     f = np.zeros((n_t, n_z, len(FEATURES)))
     col = {k: i for i, k in enumerate(FEATURES)}
-    areas = np.zeros((n_t, n_z, n_cls))
-    for t, z in np.ndindex(n_t, n_z):
-        areas[t, z], f[t, z, col["no_ring"]], f[t, z, col["holes"]], f[t, z, col["thickness_off"]] = \
-            _slice_anatomy(lab[t, z], n_cls, pixel_mm)
-    areas *= pixel_mm ** 2  # mm²
+    checks = anatomy(lab.reshape(-1, *lab.shape[2:]), n_cls, pixel_mm)
+    areas = checks[0].reshape(n_t, n_z, n_cls) * pixel_mm ** 2  # mm²
+    for name, v in zip(("no_ring", "holes", "thickness_off"), checks[1:]):
+        f[..., col[name]] = v.reshape(n_t, n_z)
     if evidence is not None:
         ev = np.asarray(evidence, dtype=np.float64)
         if ev.shape[:2] != (n_t, n_z) or ev.shape[2] != n_evidence(n_classes):

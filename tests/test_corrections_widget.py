@@ -252,6 +252,7 @@ def test_slices_to_check_listed_worst_first_and_clicked(make_napari_viewer, qtbo
     from napari_cardiac_motion import qc
 
     monkeypatch.setattr(qc, "THRESHOLD", -1e9)  # flag every slice of the tiny model's run
+    monkeypatch.setattr(qc, "MAX_FLAGGED_FRACTION", 1.0)
     viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
     panel = corr.corrections
     result = get_session(viewer).state.current.result

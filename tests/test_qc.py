@@ -85,14 +85,26 @@ def test_qc_json_schema_and_summary():
     assert {(e["frame"], e["slice"]) for e in doc["slices"]} == {(t, z) for t in range(T) for z in range(Z)}
     for e in doc["slices"]:
         assert set(e) == {"frame", "slice", "score", "flagged"}
-        assert isinstance(e["flagged"], bool) and e["flagged"] == (e["score"] >= doc["threshold"] - 1e-4)
+        assert isinstance(e["flagged"], bool)
+        assert e["score"] >= doc["threshold"] - 1e-4 or not e["flagged"]
     scores = [e["score"] for e in doc["slices"]]
     assert scores == sorted(scores, reverse=True)  # worst first
+    flags = [e["flagged"] for e in doc["slices"]]
+    assert flags == sorted(flags, reverse=True)  # the flagged ones are the worst ones
+    assert 1 <= sum(flags) <= np.ceil(doc["max_flagged_fraction"] * T * Z)
     assert (doc["slices"][0]["frame"], doc["slices"][0]["slice"]) == BAD
     summ = res.summary()
     assert summ["flagged"] == doc["flagged"] == sum(e["flagged"] for e in doc["slices"])
     assert summ["worst"] == {"frame": BAD[0], "slice": BAD[1]}
     assert summ["worst_score"] == pytest.approx(max(scores), abs=1e-3)
+
+
+def test_flag_threshold_and_cap():
+    scores = np.arange(40, dtype=float).reshape(4, 10)  # worst: (3, 9)
+    assert qc.flag(scores, threshold=35.0, max_fraction=1.0).sum() == 5
+    capped = qc.flag(scores, threshold=0.0, max_fraction=0.15)  # at most ⌈15 % of 40⌉ = 6, the worst ones
+    assert capped.sum() == 6 and capped[3, 4:].all() and not capped[3, :4].any()
+    assert not qc.flag(scores, threshold=100.0).any()
 
 
 def test_constants_match_features():

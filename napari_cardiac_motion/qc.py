@@ -4,7 +4,7 @@ A score per (frame, slice) of how likely the labels there are wrong (higher = mo
 three kinds of evidence:
 
 * **uncertainty** of the segmentation: sums over the soft-max maps gathered inside the segmenting pass of
-  :func:`.inference.predict_cine` by :func:`softmax_evidence` (``(T, Z, N_EVIDENCE)``);
+  :func:`.inference.predict_cine` by :func:`softmax_evidence` (``(T, Z, n_evidence(C))``, in mm²);
 * **motion**: the frame's segmentation against the ED labels carried to that frame by the estimated motion
   (``label_t(p) = label_ED(p + u_t(p))``, :func:`.model.transformer.warp_array`);
 * **anatomy**: a blood pool without a myocardial ring, holes, a myocardium of implausible thickness, a
@@ -13,8 +13,9 @@ three kinds of evidence:
 
 The features are combined by a logistic model whose constants (:data:`FEATURES`, :data:`MEAN`,
 :data:`SCALE`, :data:`COEF`, :data:`INTERCEPT`, :data:`THRESHOLD`) were fitted on ACDC validation
-patients by ``benchmarks/qc_benchmark.py --fit`` (see there). Frame and slice indices are 0-based, as on
-napari's sliders. Arrays: labels ``(T, Z, Y, X)``, motion ``(T, Z, Y, X, 2)`` ``(dy, dx)`` voxels.
+patients by ``benchmarks/qc_benchmark.py --fit`` (see there); standardised features are clipped to
+±:data:`CLIP`. :func:`flag` marks the pairs whose score reaches :data:`THRESHOLD`, at most the worst
+:data:`MAX_FLAGGED_FRACTION` of a cine. Frame and slice indices are 0-based, as on napari's sliders. Arrays: labels ``(T, Z, Y, X)``, motion ``(T, Z, Y, X, 2)`` ``(dy, dx)`` voxels.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ constants; ``--write`` also writes them into ``napari_cardiac_motion/qc.py``.
 
     python benchmarks/qc_benchmark.py [--data ../shared/data/acdc] [--cache /tmp/qc-cache] [--fit [--write]]
         [--target-flagged 0.16] [--l2 3] [--model CKPT] [--device cpu] [--json out.json]
+    python benchmarks/qc_benchmark.py --speed [CINE]    # CPU seconds QC adds to predict_cine (SC-HF-I-5)
 """
 
 from __future__ import annotations
@@ -126,6 +127,41 @@ def write_constants(block: str) -> None:
     p.write_text(new)
 
 
+def speed(path: Path, model, device: str, repeats: int = 5) -> dict:
+    """CPU seconds QC adds to ``predict_cine`` on one cine: the evidence sums over a cine's soft-max maps
+    on the model grid (16 frames a call, as on a CPU) and :func:`qc.assess` (process time, median)."""
+    import statistics
+
+    import torch
+
+    from napari_cardiac_motion.inference import predict_cine
+    from napari_cardiac_motion.io import read_cine
+
+    cine = read_cine(str(path))
+    res = predict_cine(cine, model, device=device)
+    n_t, n_z = cine.shape[:2]
+    h, w = res.metadata["region"]["model_grid_hw"]
+    probs = torch.randn(16, model.config.num_classes, h, w).softmax(1)
+
+    def cpu(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            ts.append(time.process_time() - t0)
+        return statistics.median(ts)
+
+    ev = cpu(lambda: [qc.softmax_evidence(probs) for _ in range(0, n_t * n_z, 16)])
+    pixel = float(np.mean(cine.spacing[1:]))
+    sc = cpu(lambda: qc.assess(res.labels, res.motion, res.qc.evidence, res.ed_frame, pixel_mm=pixel))
+    out = {"cine": path.name, "shape_TZYX": list(cine.shape), "model_grid_hw": [h, w],
+           "evidence_cpu_s": round(ev, 3), "assess_cpu_s": round(sc, 3), "total_cpu_s": round(ev + sc, 3),
+           "flagged": res.qc.summary()}
+    print(json.dumps(out))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "acdc"))
@@ -139,7 +175,18 @@ def main(argv=None) -> int:
                         "(before the cap of qc.MAX_FLAGGED_FRACTION per cine)")
     p.add_argument("--l2", type=float, default=3.0, help="with --fit: L2 penalty of the logistic model")
     p.add_argument("--json", default=None)
+    p.add_argument("--speed", nargs="?", const=str(ROOT / ".." / "shared" / "data" / "sunnybrook" / "SC-HF-I-5" /
+                                                  "sa.nii.gz"), default=None, metavar="CINE",
+                   help="only print the CPU seconds QC adds to predict_cine on CINE (default SC-HF-I-5)")
     args = p.parse_args(argv)
+    if args.speed:
+        from napari_cardiac_motion.model import load_checkpoint
+
+        if not Path(args.speed).exists():
+            print(f"no cine at {args.speed}; nothing to do")
+            return 0
+        speed(Path(args.speed), load_checkpoint(args.model, device="cpu")[0], args.device)
+        return 0
     data = Path(args.data)
     if not data.is_dir():
         print(f"no ACDC data at {data}; nothing to do")

@@ -155,7 +155,7 @@ def speed(path: Path, model, device: str, repeats: int = 5) -> dict:
     ev = cpu(lambda: [qc.softmax_evidence(probs) for _ in range(0, n_t * n_z, 16)])
     pixel = float(np.mean(cine.spacing[1:]))
     sc = cpu(lambda: qc.assess(res.labels, res.motion, res.qc.evidence, res.ed_frame, pixel_mm=pixel))
-    out = {"cine": path.name, "shape_TZYX": list(cine.shape), "model_grid_hw": [h, w],
+    out = {"cine": f"{path.parent.name}/{path.name}", "shape_TZYX": list(cine.shape), "model_grid_hw": [h, w],
            "evidence_cpu_s": round(ev, 3), "assess_cpu_s": round(sc, 3), "total_cpu_s": round(ev + sc, 3),
            "flagged": res.qc.summary()}
     print(json.dumps(out))

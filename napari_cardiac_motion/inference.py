@@ -41,6 +41,7 @@ from .model.network import JointMotionSegNet
 from .motion_refine import RefineSettings, pool_probs, refine_motion
 from .postprocess import keep_largest_components
 from .preprocessing import apply_window, intensity_window
+from .qc import QCResult, assess, n_evidence, softmax_evidence
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -59,7 +60,8 @@ class InferenceResult:
         device: the torch device used.
         seconds: wall time of the prediction.
         metadata: ``region`` (the input box processed, model grid and pixel sizes, how it was found),
-            ``tta``, ``largest_component``.
+            ``tta``, ``largest_component``, ``qc`` (summary of :attr:`qc`).
+        qc: per (frame, slice) quality-control scores (:class:`.qc.QCResult`), or None when not asked.
     """
 
     labels: np.ndarray
@@ -70,6 +72,7 @@ class InferenceResult:
     device: str
     seconds: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    qc: QCResult | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -182,6 +185,7 @@ def predict_cine(
     max_sub_frames: int | None = None,
     motion_mode: str = "pairwise",
     refine: RefineSettings | None = None,
+    qc: bool = True,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -204,6 +208,8 @@ def predict_cine(
             weights trained on ED/ES pairs; kept for comparison).
         refine: test-time refinement of the motion on the model grid (:mod:`.motion_refine`);
             ``None`` = the default settings, ``RefineSettings(steps=0)`` = off.
+        qc: score every (frame, slice) for quality control (:mod:`.qc`; the soft-max evidence is summed
+            inside the segmenting pass) into ``result.qc``.
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
@@ -241,6 +247,10 @@ def predict_cine(
     #: per slice, the refinement's soft-max maps ``(T, C, h, w)`` in frame order (pooled, float16), kept from
     #: the segmenting pass so that a later motion-only pass does not run the segmentation again
     seg_for_refine: dict[int, torch.Tensor] = {}
+    evidence = np.zeros((n_t, n_z, n_evidence(model.config.num_classes)), np.float32) if qc else None
+    # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)
+    qc_pixel = spacing_yx or (float(getattr(model.config, "pixel_mm", None) or 1.0),) * 2
+    px_mm2 = float(np.prod(region.step) * np.prod(qc_pixel))  # mm² of one model-grid pixel
     n_passes = 1 if ed_frame is not None else 2
     done = {"slices": 0}
 
@@ -264,7 +274,7 @@ def predict_cine(
         x = torch.cat(pieces, 0)
         del pieces
         xp, _ = model.pad16(x)
-        probs_all, mfeats = [], []
+        probs_all, mfeats, evid = [], [], []
         keep_probs = segment and use_seg_term
         for k in range(b):
             _check_cancel(cancel)
@@ -279,6 +289,8 @@ def predict_cine(
                                               dims=[-1])
                         probs = 0.5 * (probs + logits_f[..., :hh, :ww].float().softmax(1))
                     probs_all.append(to_input(probs, region).argmax(1).to(torch.uint8))
+                    if evidence is not None:
+                        evid.append(softmax_evidence(probs) * px_mm2)
                     if keep_probs:
                         pooled.append(pool_probs(probs, refine.stride).half())
                 if estimate_motion and n_t > 1:
@@ -295,6 +307,10 @@ def predict_cine(
             lab = torch.cat(probs_all, 0).view(b, n_t, y1 - y0, x1 - x0).cpu().numpy()
             for k, z in enumerate(zs):
                 labels[order, z, y0:y1, x0:x1] = lab[k]
+            if evid:
+                ev = torch.cat(evid, 0).view(b, n_t, -1).cpu().numpy()
+                for k, z in enumerate(zs):
+                    evidence[order, z] = ev[k]
         if mfeats:
             mf = torch.stack(mfeats, 0)  # (B, T, head, h, w), frame 0 = (ED, ED)
             flows = (model.pairwise_flows(mf, (hh, ww)) if motion_mode == "pairwise"
@@ -329,9 +345,14 @@ def predict_cine(
         keep_largest_components(labels, inplace=True)
     lv = _lv_voxels(labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
+    qc_result = None
+    if evidence is not None:
+        qc_result = assess(labels, motion, evidence, ed, pixel_mm=float(np.mean(qc_pixel)),
+                           n_classes=model.config.num_classes)
     meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
             "motion": {"mode": motion_mode, "refine": refine.to_dict() if do_refine else None},
-            "largest_component": bool(largest_component)}
+            "largest_component": bool(largest_component),
+            "qc": qc_result.summary() if qc_result is not None else None}
     return InferenceResult(
         labels=labels,
         motion=motion,
@@ -341,4 +362,5 @@ def predict_cine(
         device=str(dev),
         seconds=time.perf_counter() - t0,
         metadata=meta,
+        qc=qc_result,
     )

@@ -16,7 +16,7 @@ import pytest
 
 from napari_cardiac_motion.cine import Cine
 from napari_cardiac_motion.cli import main
-from napari_cardiac_motion.cli.batch import DONE_FILE, discover_cases, is_finished
+from napari_cardiac_motion.cli.batch import DONE_FILE, discover_cases, is_finished, sort_by_qc
 from napari_cardiac_motion.io import write_nifti_image
 from conftest import tiny_net
 from napari_cardiac_motion.model import save_checkpoint
@@ -124,4 +124,19 @@ def test_running_scheduler(tmp_path, tiny_model):
     assert is_finished(out / "case0") and is_finished(out / "case1")
     assert list(csv.DictReader((out / "failures.csv").open())) == []
     assert json.loads((out / "case0" / "result.json").read_text())["tta"] is True  # --tta reached predict
+    # per-case quality control columns, right after the case, worst case first
+    rows = list(csv.DictReader((out / "measurements.csv").open()))
+    assert list(rows[0])[:3] == ["case", "qc_flagged", "qc_worst_score"]
+    worst = [float(r["qc_worst_score"]) for r in rows]
+    assert worst == sorted(worst, reverse=True)
+    for r in rows:
+        qc = json.loads((out / r["case"] / "qc.json").read_text())
+        assert int(r["qc_flagged"]) == qc["flagged"]
+        assert float(r["qc_worst_score"]) == pytest.approx(qc["slices"][0]["score"], abs=1e-3)
     assert main(["batch", str(tmp_path / "nothing-here"), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"]) == 1
+
+
+def test_sort_by_qc():
+    rows = [{"case": "a", "qc_worst_score": 0.1}, {"case": "b"}, {"case": "c", "qc_worst_score": 2.5},
+            {"case": "d", "qc_worst_score": -1.0}]
+    assert [r["case"] for r in sort_by_qc(rows)] == ["c", "a", "d", "b"]

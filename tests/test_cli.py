@@ -55,6 +55,14 @@ def test_predict_ed_frame_override(tmp_path, tiny_ckpt):
                  "--model", str(tiny_ckpt)]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["ed_frame"] == 3 and res["model"]["name"] == "tiny-test"
+    # quality control: every (frame, slice) in qc.json, 0-based as on napari's sliders; the summary in result.json
+    qc = json.loads((out / "qc.json").read_text())
+    _, _, z, t = nib.load(out / "labels.nii.gz").shape
+    assert sorted((e["frame"], e["slice"]) for e in qc["slices"]) == [(i, j) for i in range(t) for j in range(z)]
+    assert all(isinstance(e["flagged"], bool) and isinstance(e["score"], float) for e in qc["slices"])
+    assert res["qc"]["flagged"] == sum(e["flagged"] for e in qc["slices"])
+    assert res["qc"]["worst_score"] == pytest.approx(qc["slices"][0]["score"], abs=1e-3)
+    assert qc["threshold"] == res["qc"]["threshold"]
 
 
 def _run_cli(*args):

@@ -244,3 +244,44 @@ def test_undo_detected_without_napari_private_history(make_napari_viewer, qtbot,
     qtbot.waitUntil(lambda: corr.corrected == [], timeout=5000)
     seg.redo()
     qtbot.waitUntil(lambda: corr.corrected == [(3, 1)], timeout=5000)
+
+
+def test_slices_to_check_listed_worst_first_and_clicked(make_napari_viewer, qtbot, model_path, tiny_cine,
+                                                        notifications, home, monkeypatch):
+    """The panel lists the flagged slices of the run (worst first); clicking one moves the sliders there."""
+    from qtpy.QtCore import Qt
+
+    from napari_cardiac_motion import qc
+
+    monkeypatch.setattr(qc, "THRESHOLD", -1e9)  # flag every slice of the tiny model's run
+    monkeypatch.setattr(qc, "MAX_FLAGGED_FRACTION", 1.0)
+    viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
+    panel = corr.corrections
+    result = get_session(viewer).state.current.result
+    n_t, n_z = tiny_cine.shape[:2]
+    assert result.qc.flagged.all()
+    expected = [(t, z) for t, z, _ in result.qc.worst()]
+    assert panel.flagged_pairs() == expected and len(expected) == n_t * n_z
+    scores = [s for _, _, s in result.qc.worst()]
+    assert scores == sorted(scores, reverse=True)
+    assert f"{n_t * n_z} of {n_t * n_z} flagged" in panel.qc_title.text()
+    target = next(p for p in expected if p != tuple(viewer.dims.current_step[:2]))
+    item = panel.qc_list.item(expected.index(target))
+    assert item.text().startswith(f"frame {target[0]}, slice {target[1]} — score")
+    panel.qc_list.scrollToItem(item)
+    qtbot.mouseClick(panel.qc_list.viewport(), Qt.MouseButton.LeftButton,
+                     pos=panel.qc_list.visualItemRect(item).center())
+    assert tuple(viewer.dims.current_step[:2]) == target
+    # a corrected slice says so in the list
+    _paint(viewer.layers["segmentation"], target[0], target[1], 2)
+    qtbot.waitUntil(lambda: "(corrected)" in panel.qc_list.item(expected.index(target)).text(), timeout=5000)
+
+
+def test_nothing_flagged_says_so(make_napari_viewer, qtbot, model_path, tiny_cine, notifications, home, monkeypatch):
+    from napari_cardiac_motion import qc
+
+    monkeypatch.setattr(qc, "THRESHOLD", 1e9)
+    viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
+    panel = corr.corrections
+    assert panel.flagged_pairs() == [] and panel.qc_list.count() == 0
+    assert "none of the" in panel.qc_title.text()

@@ -5,7 +5,10 @@ code as ``predict`` on a Dask worker and gets the ``predict`` outputs in ``DIR/<
 result.json, measurements.json). When they are all written, ``DIR/<case>/done.json`` (the case's
 cohort row) is written atomically, last: a case is finished exactly when that file exists, so a killed
 batch resumes where it stopped. A failing case is recorded (``DIR/failures.csv``: case, one-line
-reason) and never stops the others. ``DIR/measurements.csv`` holds one row per finished case.
+reason) and never stops the others. ``DIR/measurements.csv`` holds one row per finished case, worst
+quality control first: ``qc_flagged`` (the case's flagged (frame, slice) pairs, see ``qc.json``) and
+``qc_worst_score`` (its highest score) come right after the case, and the rows are sorted by
+``qc_worst_score``, highest first, so that the cases to review surface first.
 
 The cluster is a :class:`distributed.LocalCluster` of ``--workers`` processes (one thread each) unless
 ``--scheduler ADDRESS`` names a running Dask scheduler, whose workers need this package installed and
@@ -27,6 +30,8 @@ from ..devices import DEVICE_CHOICES
 from ..errors import CardiacMotionError, InputError
 
 DONE_FILE = "done.json"
+#: the cohort table's first columns; rows are sorted by ``qc_worst_score`` (highest first)
+COHORT_FIRST = ("case", "qc_flagged", "qc_worst_score", "input")
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,8 @@ def process_case(case: CaseSpec, out_dir: str, model: str | None, device: str,
         from ..analysis.measurements import SCALAR_MEASURES
 
         row: dict[str, Any] = {"case": case.name, "input": case.path}
+        qc = json.loads((case_dir / "result.json").read_text()).get("qc") or {}
+        row.update({"qc_flagged": qc.get("flagged"), "qc_worst_score": qc.get("worst_score")})
         row.update({k: meas.get(k) for k in SCALAR_MEASURES})
         model_meta = meas.get("model") or {}
         row.update({"model_name": model_meta.get("name"), "model_version": model_meta.get("version")})
@@ -183,6 +190,15 @@ def _client(scheduler: str | None, workers: int | None):
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+
+def sort_by_qc(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cohort rows, highest ``qc_worst_score`` first (rows without one last, in their order)."""
+    def key(r: dict[str, Any]) -> tuple[int, float]:
+        s = r.get("qc_worst_score")
+        return (1, 0.0) if s is None else (0, -float(s))
+
+    return sorted(rows, key=key)
 
 
 def _write_failures(out: Path, failures: list[dict[str, str]]) -> Path:
@@ -239,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(json.loads((out / c.name / DONE_FILE).read_text()))
         except (OSError, ValueError):
             pass
-    write_cohort_csv(rows, out / "measurements.csv", first=("case", "input"))
+    write_cohort_csv(sort_by_qc(rows), out / "measurements.csv", first=COHORT_FIRST)
     _write_failures(out, failures)
     print(f"batch: {len(rows)} of {len(cases)} cases finished; {len(failures)} failed "
           f"(see {out / 'failures.csv'}); cohort table {out / 'measurements.csv'}", file=sys.stderr)

@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Segment every frame and slice of a cine (NIfTI file or DICOM folder) and "
                                    "estimate the motion of every frame to the end-diastolic frame.")
     p.add_argument("input", help="a NIfTI cine (.nii/.nii.gz, X×Y×Z×T) or a folder of DICOM files")
-    p.add_argument("--out", required=True, help="output folder (labels.nii.gz, flow.nii.gz, result.json)")
+    p.add_argument("--out", required=True,
+                   help="output folder (labels.nii.gz, flow.nii.gz, result.json, qc.json, measurements.json)")
     p.add_argument("--ed-frame", type=int, default=None,
                    help="end-diastolic frame index (default: largest predicted LV blood pool)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -92,11 +93,15 @@ def run(args: argparse.Namespace) -> int:
         "tta": bool(result.metadata.get("tta", False)),
         "motion": result.metadata.get("motion"),
         "warnings": list(getattr(cine, "warnings", []) or []),
+        # quality control: how many (frame, slice) pairs are flagged and the worst score (details in qc.json)
+        "qc": result.qc.summary() if result.qc is not None else None,
     }
     if getattr(args, "slicer_displacement", False):
         from ..io.nifti import write_slicer_displacement
 
         write_slicer_displacement(out / "displacement", result.motion, cine.affine)
+    if result.qc is not None:
+        atomic_write_json(out / "qc.json", result.qc.to_json())
     atomic_write_json(out / "result.json", summary)
     from ..analysis import measurements_for_prediction, report  # clinical read-out
     report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)), out / "measurements.json")

@@ -1,5 +1,6 @@
-"""Panel "Corrections": the edited slices of the shown image, with revert, propagate, accept, undo,
-save and load. Thin: the provenance lives in the :class:`~..state.ViewerState`; labels are written
+"""Panel "Corrections": the slices quality control asks to check (worst first) and the edited slices of
+the shown image, with revert, propagate, accept, undo, save and load. Thin: the provenance lives in the
+:class:`~..state.ViewerState`, the scores in the prediction's ``qc`` (:mod:`..qc`); labels are written
 through :meth:`~._session.Session.write_slices` (one napari undo step each); propagation runs in the
 background through the session's runner.
 
@@ -47,6 +48,13 @@ class CorrectionsPanel(QWidget):
         self.list.setToolTip("Click a slice to go there. Proposed slices (from Propagate) count as "
                              "corrections only once you accept them.")
         self.list.itemClicked.connect(self._on_item_clicked)
+        self.qc_title = QLabel("")
+        self.qc_title.setWordWrap(True)
+        self.qc_list = QListWidget()
+        self.qc_list.setToolTip("Slices where the model's own evidence (its uncertainty, its motion, the "
+                                "anatomy) says the labels are most likely wrong, worst first. Click one to go there.")
+        self.qc_list.setMaximumHeight(120)
+        self.qc_list.itemClicked.connect(self._on_item_clicked)
         self.revert_button = QPushButton("Revert slice")
         self.revert_button.setToolTip("Put the model's labels back on the selected slice (Undo brings yours back).")
         self.propagate_button = QPushButton("Propagate")
@@ -66,6 +74,8 @@ class CorrectionsPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.qc_title)
+        layout.addWidget(self.qc_list)
         layout.addWidget(self.title)
         layout.addWidget(self.list)
         for group in ((self.revert_button, self.propagate_button, self.undo_button),
@@ -129,6 +139,7 @@ class CorrectionsPanel(QWidget):
             self.list.addItem(item)
             if (t, z) == selected:
                 self.list.setCurrentItem(item)
+        self.refresh_checks()
         ready = img is not None and img.tracker is not None
         busy = ready and img.busy is not None
         self.title.setText(f"Edited slices of '{img.name}':" if ready else
@@ -143,6 +154,34 @@ class CorrectionsPanel(QWidget):
         elif self._paused_shown:  # the job is over: the tools are back
             self.status_label.setText("")
             self._paused_shown = False
+
+    def refresh_checks(self) -> None:
+        """Rebuild the list of flagged slices (quality control of the last prediction), worst first."""
+        img = self.state.current
+        qc = getattr(img.result, "qc", None) if img is not None else None
+        current = self.qc_list.currentItem()
+        selected = tuple(current.data(Qt.ItemDataRole.UserRole)) if current is not None else None
+        self.qc_list.clear()
+        if qc is None:
+            self.qc_title.setText("Slices to check: run the model first." if img is None or img.result is None
+                                  else "Slices to check: no quality control for this prediction.")
+            return
+        worst = qc.worst()
+        corrected = set(img.corrected)
+        for t, z, score in worst:
+            done = " (corrected)" if (t, z) in corrected else ""
+            item = QListWidgetItem(f"frame {t}, slice {z} — score {score:.2f}{done}")
+            item.setData(Qt.ItemDataRole.UserRole, (t, z))
+            self.qc_list.addItem(item)
+            if (t, z) == selected:
+                self.qc_list.setCurrentItem(item)
+        n = int(qc.scores.size)
+        self.qc_title.setText(f"Slices to check ({len(worst)} of {n} flagged), worst first:" if worst else
+                              f"Slices to check: none of the {n} slices flagged.")
+
+    def flagged_pairs(self) -> list[Pair]:
+        """The (frame, slice) pairs of the list of slices to check, in its order (worst first)."""
+        return [tuple(self.qc_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.qc_list.count())]
 
     def selected_pair(self) -> Pair | None:
         item = self.list.currentItem()

@@ -11,6 +11,8 @@ from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..inference import predict_cine
 from ..io import read_cine, write_nifti_flow, write_nifti_labels
+from ..io.echo_nifti import layout_for_modality
+from ..model_description import describe
 from ..model import load_checkpoint
 from .progress import TqdmProgress
 
@@ -26,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="end-diastolic frame index (default: largest predicted LV blood pool)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--layout", default="auto", choices=("auto", "volume", "2d+t"),
+                   help="what the third axis of a 3D NIfTI/MetaImage file is: slices (volume) or time (2d+t, an "
+                        "echo clip); auto decides from the header, and a model for ultrasound implies 2d+t")
     p.add_argument("--tta", action="store_true",
                    help="flip test-time augmentation of the segmentation (about 1.5× the time)")
     add_motion_arguments(p)
@@ -68,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from ..io import dicom_seg  # DICOM SEG: checked before any work, written after the NIfTI outputs
 
     seg_source = dicom_seg.prepare_dicom_seg(args.input) if getattr(args, "dicom_seg", False) else None
-    cine = read_cine(args.input)
     model, meta = load_checkpoint(args.model, device="cpu")
+    layout = getattr(args, "layout", "auto")
+    if layout == "auto":
+        layout = layout_for_modality(describe(meta).modality)
+    cine = read_cine(args.input, layout=layout)
     with TqdmProgress("predict", unit="chunk") as bar:
         result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
                               tta=getattr(args, "tta", False), **motion_kwargs(args))
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         "tta": bool(result.metadata.get("tta", False)),
         "motion": result.metadata.get("motion"),
         "warnings": list(getattr(cine, "warnings", []) or []),
+        "modality": getattr(cine, "modality", None),
+        "spacing_known": bool(getattr(cine, "spacing_known", True)),
         # quality control: how many (frame, slice) pairs are flagged and the worst score (details in qc.json)
         "qc": result.qc.summary() if result.qc is not None else None,
     }

@@ -160,7 +160,7 @@ def heart_axis(labels: np.ndarray, anchors: list[np.ndarray] | None = None) -> H
     return HeartAxis(ref, centre, radius, area, present)
 
 
-def _ring_fraction(piece: np.ndarray, myo: np.ndarray) -> float:
+def ring_fraction(piece: np.ndarray, myo: np.ndarray) -> float:
     """Fraction of the in-plane outer boundary of ``piece`` (2D) that is myocardium."""
     from scipy import ndimage
 
@@ -205,7 +205,7 @@ def rescue_lv_pieces(frame: np.ndarray, anchor: np.ndarray, axis: HeartAxis, t: 
                 continue
             cy, cx = ndimage.center_of_mass(p)
             d = np.hypot(cy - axis.centre[z, 0], cx - axis.centre[z, 1]) / max(axis.radius[z], 1.0)
-            if d <= AXIS_MAX and _ring_fraction(p, myo[z]) >= RING_MIN:
+            if d <= AXIS_MAX and ring_fraction(p, myo[z]) >= RING_MIN:
                 keep[z] |= p
     return keep
 
@@ -229,7 +229,7 @@ def drop_valve_slice(labels: np.ndarray, axis: HeartAxis) -> list[tuple[int, int
             continue
         z = int(lvz[0] if base_first else lvz[-1])
         lv = frame[z] == LV_BLOOD_POOL
-        if _ring_fraction(lv, frame[z] == LV_MYOCARDIUM) < RING_MIN:
+        if ring_fraction(lv, frame[z] == LV_MYOCARDIUM) < RING_MIN:
             frame[z][lv | (frame[z] == LV_MYOCARDIUM)] = 0
             dropped.append((t, z))
     return dropped

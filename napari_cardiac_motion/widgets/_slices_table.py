@@ -114,9 +114,14 @@ class SlicesTable(QWidget):
             ov[d.key] = included
         self.overrides_changed.emit()
 
-    def is_checked(self, frame: int, slice_: int, structure: str) -> bool | None:
-        """Whether the box of a decided slice is ticked (``None`` when the slice has none)."""
+    def item_for(self, frame: int, slice_: int, structure: str) -> QTableWidgetItem | None:
+        """The check box cell of a decided slice (``None`` when nothing is labelled there)."""
         for (row, col), key in self._cells.items():
             if key == (frame, slice_, structure):
-                return self.table.item(row, col).checkState() == Qt.CheckState.Checked
+                return self.table.item(row, col)
         return None
+
+    def is_checked(self, frame: int, slice_: int, structure: str) -> bool | None:
+        """Whether the box of a decided slice is ticked (``None`` when the slice has none)."""
+        item = self.item_for(frame, slice_, structure)
+        return None if item is None else item.checkState() == Qt.CheckState.Checked

@@ -22,6 +22,10 @@
    its blood pool is surrounded by at least half a ring of myocardium. In systole the base descends
    through the fixed slices, so the most basal slice with "LV" at ES often shows the atrium with a sliver
    of wall; such a slice is emptied of blood pool and myocardium (ACDC's experts draw nothing there).
+   It stays a label clean-up, not only a volume decision: emptying the slice is what raises the Dice
+   figures below, and the read-out's slice rules (:mod:`.analysis.slices`) apply the same ring criterion
+   to whatever labels remain (edited ones included) and show it per slice. ``clean_labels(...,
+   dropped=[])`` lists the emptied ``(frame, slice)`` pairs for a caller that wants to show them.
 
 What it bought (``napari-cardiac-motion evaluate --refine-steps 0``, shipped model cardiac-joint-v2),
 on the 20 ACDC validation patients it never trained on (001, 005, 011, …, 091, 095), before → after:
@@ -236,7 +240,7 @@ def drop_valve_slice(labels: np.ndarray, axis: HeartAxis) -> list[tuple[int, int
 
 
 def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
-                 valve_slice: bool = True) -> np.ndarray:
+                 valve_slice: bool = True, dropped: list[tuple[int, int]] | None = None) -> np.ndarray:
     """Return ``labels`` (``(Z, Y, X)`` or ``(T, Z, Y, X)`` uint8) cleaned (see module docstring): a
     copy, or ``labels`` itself changed with ``inplace``.
 
@@ -246,12 +250,13 @@ def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
             heart; False gives the plain 3D rule.
         valve_slice: empty the most basal slice when it has less than half a ring of myocardium
             (:func:`drop_valve_slice`).
+        dropped: when given, the ``(frame, slice)`` pairs the valve rule emptied are appended to it.
     """
     from scipy import ndimage
 
     lab = np.asarray(labels)
     if lab.ndim == 3:
-        return clean_labels(lab[None], inplace, rescue, valve_slice)[0]
+        return clean_labels(lab[None], inplace, rescue, valve_slice, dropped)[0]
     if lab.ndim != 4:
         raise ValueError(f"labels must be (Z, Y, X) or (T, Z, Y, X), got shape {lab.shape}")
     out = lab if inplace else lab.copy()
@@ -290,7 +295,9 @@ def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
             best = int(np.argmax(np.where(touching, sizes, -1))) if touching.any() else int(np.argmax(sizes))
             frame[(comp > 0) & (comp != best)] = 0
     if valve_slice and axis is not None:
-        drop_valve_slice(out, axis)
+        emptied = drop_valve_slice(out, axis)
+        if dropped is not None:
+            dropped.extend(emptied)
     return out
 
 

@@ -193,6 +193,24 @@ def counted_volumes(curves: VolumeCurves, decisions: list[SliceDecision], ed: in
             "rv_esv": vol("rv", es, "RV"), "myo_ed": vol("myo", ed, "LV")}
 
 
+def volume_scalars(v: dict[str, float], bsa: float | None) -> dict[str, float | int | None]:
+    """Volumes (ml), SV, EF (%), mass (g) and their BSA-indexed values from :func:`counted_volumes`."""
+    lv_edv, lv_esv, rv_edv, rv_esv = v["lv_edv"], v["lv_esv"], v["rv_edv"], v["rv_esv"]
+    mass = myocardial_mass_g(v["myo_ed"])
+    s: dict[str, float | int | None] = {
+        "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
+        "lv_ef_percent": ejection_fraction_percent(lv_edv, lv_esv),
+        "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": rv_edv - rv_esv,
+        "rv_ef_percent": ejection_fraction_percent(rv_edv, rv_esv),
+        "lv_mass_g": mass, "bsa_m2": bsa,
+    }
+    for key, val in (("lv_edv", lv_edv), ("lv_esv", lv_esv), ("lv_sv", lv_edv - lv_esv),
+                     ("rv_edv", rv_edv), ("rv_esv", rv_esv)):
+        s[f"{key}_index_ml_m2"] = val / bsa if bsa else None
+    s["lv_mass_index_g_m2"] = mass / bsa if bsa else None
+    return s
+
+
 def compute_measurements(
     labels: np.ndarray,
     spacing,
@@ -229,26 +247,13 @@ def compute_measurements(
     curves = volume_curves(labels, spacing, frame_interval_ms, desc)
     ed, es = choose_ed_es(curves.lv_ml, ed_frame, es_frame)
     decisions = decide_slices(labels, spacing, ed, es, desc, rules, slice_overrides)
-    v = counted_volumes(curves, decisions, ed, es, float(spacing[0]))
-    lv_edv, lv_esv, rv_edv, rv_esv = v["lv_edv"], v["lv_esv"], v["rv_edv"], v["rv_esv"]
-    mass = myocardial_mass_g(v["myo_ed"])
-    bsa = bsa_mosteller(height_cm, weight_kg)
+    s = volume_scalars(counted_volumes(curves, decisions, ed, es, float(spacing[0])),
+                       bsa_mosteller(height_cm, weight_kg))
+    s.update({"ed_frame": ed, "es_frame": es,
+              "ed_time_ms": ed * frame_interval_ms if frame_interval_ms > 0 else None,
+              "es_time_ms": es * frame_interval_ms if frame_interval_ms > 0 else None})
     notes: list[str] = []
     n_t = curves.lv_ml.shape[0]
-    s: dict[str, float | int | None] = {
-        "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
-        "lv_ef_percent": ejection_fraction_percent(lv_edv, lv_esv),
-        "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": rv_edv - rv_esv,
-        "rv_ef_percent": ejection_fraction_percent(rv_edv, rv_esv),
-        "lv_mass_g": mass, "bsa_m2": bsa,
-        "ed_frame": ed, "es_frame": es,
-        "ed_time_ms": ed * frame_interval_ms if frame_interval_ms > 0 else None,
-        "es_time_ms": es * frame_interval_ms if frame_interval_ms > 0 else None,
-    }
-    for key, val in (("lv_edv", lv_edv), ("lv_esv", lv_esv), ("lv_sv", lv_edv - lv_esv),
-                     ("rv_edv", rv_edv), ("rv_esv", rv_esv)):
-        s[f"{key}_index_ml_m2"] = val / bsa if bsa else None
-    s["lv_mass_index_g_m2"] = mass / bsa if bsa else None
     if float(curves.rv_ml[ed]) == 0:
         rv = desc.by_key("RV")
         notes.append(f"no {rv.name if rv is not None else 'RV blood pool'} at ED: RV measures are not available")

@@ -31,7 +31,7 @@ class SlicesTable(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setToolTip("Slices counted in the ED/ES volumes (base first). Untick to leave a slice out, "
+        self.table.setToolTip("Slices counted in the ED/ES volumes (slice index; ml labelled). Untick to leave a slice out, "
                               "tick to count it; hover a box for the rule's reason.")
         self.table.setMinimumHeight(120)
         layout = QVBoxLayout(self)
@@ -59,7 +59,7 @@ class SlicesTable(QWidget):
             self.overrides_changed.emit()
 
     def set_decisions(self, decisions: list[SliceDecision]) -> None:
-        """Fill the table from the read-out's decisions (rows: slices with any decision, base first)."""
+        """Fill the table from the read-out's decisions (rows: slices with any decision, by index)."""
         self.decisions = {d.key: d for d in decisions}
         phase_frame = {d.phase: d.frame for d in decisions}
         slices = sorted({d.slice for d in decisions})

@@ -31,8 +31,8 @@ class SlicesTable(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setToolTip("Slices counted in the ED/ES volumes (slice index; ml labelled). Untick to leave a slice out, "
-                              "tick to count it; hover a box for the rule's reason.")
+        self.table.setToolTip("Slices counted in the ED/ES volumes (slice index; ml labelled). Untick to leave "
+                              "a slice out, tick to count it; hover a box for the rule's reason.")
         self.table.setMinimumHeight(120)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -301,7 +301,8 @@ def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
     return out
 
 
-def keep_largest_components(labels: np.ndarray, inplace: bool = False) -> np.ndarray:
+def keep_largest_components(labels: np.ndarray, inplace: bool = False,
+                            dropped: list[tuple[int, int]] | None = None) -> np.ndarray:
     """The default clean-up used by inference: :func:`clean_labels` with its defaults (the name is
-    kept for its callers)."""
-    return clean_labels(labels, inplace=inplace)
+    kept for its callers); ``dropped`` gathers the ``(frame, slice)`` pairs the valve rule emptied."""
+    return clean_labels(labels, inplace=inplace, dropped=dropped)

@@ -137,3 +137,17 @@ def test_apply_overrides_ignores_unknown_slices_and_bad_input():
     assert apply_overrides(decisions, {(0, 9, "LV"): False}) == decisions
     with pytest.raises(InputError, match="axes"):
         decide_slices(np.zeros((4, 4), np.uint8), SPACING, 0, 0)
+
+
+def test_rules_never_empty_a_stack():
+    """Two labelled slices, neither ringed: the last one still counts; RV with no myocardium labelled
+    anywhere counts (nothing to judge it against)."""
+    lab = np.zeros((2, 2, *SHAPE), np.uint8)
+    for t in range(2):
+        for z in range(2):
+            lab[t, z] = _slice(8 - 2 * t - z, 0.2)
+    decisions = decide_slices(lab, SPACING, 0, 1)
+    assert [d.included for d in decisions if d.structure == "LV" and d.frame == 0] == [False, True]
+    assert compute_measurements(lab, SPACING, ed_frame=0, es_frame=1)["lv_edv_ml"] > 0
+    lab[lab == LV_MYOCARDIUM] = 0
+    assert all(d.included for d in decide_slices(lab, SPACING, 0, 1) if d.structure == "RV")

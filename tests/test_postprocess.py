@@ -119,6 +119,9 @@ def test_valve_slice_with_less_than_half_a_ring_is_emptied():
     dropped: list[tuple[int, int]] = []
     again = clean_labels(lab, dropped=dropped)
     assert dropped == [(1, 0)] and (again == out).all()  # the emptied (frame, slice), same labels
+    via_inference_name: list[tuple[int, int]] = []
+    keep_largest_components(lab, dropped=via_inference_name)
+    assert via_inference_name == [(1, 0)]
 
 
 def test_slice_rules_see_the_same_ring_as_the_valve_rule():

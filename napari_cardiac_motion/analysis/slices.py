@@ -7,7 +7,8 @@ the clinical guidelines state them and as ACDC's experts drew (the defaults of :
 
 * **LV basal slice**: counts when its blood pool is surrounded by at least half a ring of myocardium
   (:data:`RING_MIN`); below that it lies above the mitral valve (atrium, outflow tract). Judged from the
-  base down until a slice passes (at most :data:`MAX_BASAL_EXCLUDED` slices).
+  base down until a slice passes (at most :data:`MAX_BASAL_EXCLUDED` slices, never the last labelled one,
+  so a stack is never emptied).
 * **LV at ES against ED** (the base descends towards the apex in systole): a basal slice whose ES blood
   pool is larger than :data:`ES_GROWTH_MAX` times the ED blood pool of the same slice shows the atrium
   at ES (a cavity cannot be larger at ES than at ED), and does not count.
@@ -108,11 +109,12 @@ def _lv_frame(lab: np.ndarray, ed_lab: np.ndarray, values: dict[str, int | None]
     for i, z in enumerate(zs):
         area = int(lv[z].sum())
         grows = is_es and area > ES_GROWTH_MAX * ed_area[z]
-        if judging and rules.lv_es_growth and grows and i < MAX_BASAL_EXCLUDED:
+        basal = judging and i < min(MAX_BASAL_EXCLUDED, len(zs) - 1)  # never the last labelled slice
+        if basal and rules.lv_es_growth and grows:
             out[z] = (False, f"basal at ES: cavity {area * ml:.1f} ml > {ES_GROWTH_MAX:g} × "
                              f"{ed_area[z] * ml:.1f} ml at ED (the base descended: atrium)")
             continue
-        if judging and rules.lv_basal_ring and i < MAX_BASAL_EXCLUDED:
+        if basal and rules.lv_basal_ring:
             ring = ring_fraction(lv[z], myo[z])
             if ring < RING_MIN:
                 out[z] = (False, f"basal: {ring:.2f} of a myocardial ring (< {RING_MIN:g})")
@@ -132,6 +134,8 @@ def _rv_frame(lab: np.ndarray, values: dict[str, int | None], order: list[int],
     n_z = lab.shape[0]
     myo_v = values["Myo"]
     has_myo = (lab == myo_v).reshape(n_z, -1).any(1) if myo_v is not None else np.ones(n_z, bool)
+    if not has_myo.any():  # no myocardium labelled at all: nothing to judge the RV against
+        has_myo[:] = True
     area = rv.reshape(n_z, -1).sum(1)
     zs = [z for z in order if area[z] > 0]
     out: dict[int, tuple[bool, str]] = {}

@@ -141,7 +141,7 @@ def _rv_frame(lab: np.ndarray, values: dict[str, int | None], order: list[int],
     out: dict[int, tuple[bool, str]] = {}
     for i, z in enumerate(zs):
         if rules.rv_needs_lv and not has_myo[z]:
-            out[z] = (False, "no LV myocardium in this slice (beyond the ventricles)")
+            out[z] = (False, "no LV myocardium in this slice (above the base or below the apex)")
             continue
         nxt = zs[i + 1] if i + 1 < len(zs) else None
         if rules.rv_sliver and i == 0 and nxt is not None and area[z] < RV_SLIVER_MAX * area[nxt]:

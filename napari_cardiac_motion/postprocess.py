@@ -22,6 +22,10 @@
    its blood pool is surrounded by at least half a ring of myocardium. In systole the base descends
    through the fixed slices, so the most basal slice with "LV" at ES often shows the atrium with a sliver
    of wall; such a slice is emptied of blood pool and myocardium (ACDC's experts draw nothing there).
+   It stays a label clean-up, not only a volume decision: emptying the slice is what raises the Dice
+   figures below, and the read-out's slice rules (:mod:`.analysis.slices`) apply the same ring criterion
+   to whatever labels remain (edited ones included) and show it per slice. ``clean_labels(...,
+   dropped=[])`` lists the emptied ``(frame, slice)`` pairs for a caller that wants to show them.
 
 What it bought (``napari-cardiac-motion evaluate --refine-steps 0``, shipped model cardiac-joint-v2),
 on the 20 ACDC validation patients it never trained on (001, 005, 011, …, 091, 095), before → after:
@@ -160,7 +164,7 @@ def heart_axis(labels: np.ndarray, anchors: list[np.ndarray] | None = None) -> H
     return HeartAxis(ref, centre, radius, area, present)
 
 
-def _ring_fraction(piece: np.ndarray, myo: np.ndarray) -> float:
+def ring_fraction(piece: np.ndarray, myo: np.ndarray) -> float:
     """Fraction of the in-plane outer boundary of ``piece`` (2D) that is myocardium."""
     from scipy import ndimage
 
@@ -205,7 +209,7 @@ def rescue_lv_pieces(frame: np.ndarray, anchor: np.ndarray, axis: HeartAxis, t: 
                 continue
             cy, cx = ndimage.center_of_mass(p)
             d = np.hypot(cy - axis.centre[z, 0], cx - axis.centre[z, 1]) / max(axis.radius[z], 1.0)
-            if d <= AXIS_MAX and _ring_fraction(p, myo[z]) >= RING_MIN:
+            if d <= AXIS_MAX and ring_fraction(p, myo[z]) >= RING_MIN:
                 keep[z] |= p
     return keep
 
@@ -229,14 +233,14 @@ def drop_valve_slice(labels: np.ndarray, axis: HeartAxis) -> list[tuple[int, int
             continue
         z = int(lvz[0] if base_first else lvz[-1])
         lv = frame[z] == LV_BLOOD_POOL
-        if _ring_fraction(lv, frame[z] == LV_MYOCARDIUM) < RING_MIN:
+        if ring_fraction(lv, frame[z] == LV_MYOCARDIUM) < RING_MIN:
             frame[z][lv | (frame[z] == LV_MYOCARDIUM)] = 0
             dropped.append((t, z))
     return dropped
 
 
 def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
-                 valve_slice: bool = True) -> np.ndarray:
+                 valve_slice: bool = True, dropped: list[tuple[int, int]] | None = None) -> np.ndarray:
     """Return ``labels`` (``(Z, Y, X)`` or ``(T, Z, Y, X)`` uint8) cleaned (see module docstring): a
     copy, or ``labels`` itself changed with ``inplace``.
 
@@ -246,12 +250,13 @@ def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
             heart; False gives the plain 3D rule.
         valve_slice: empty the most basal slice when it has less than half a ring of myocardium
             (:func:`drop_valve_slice`).
+        dropped: when given, the ``(frame, slice)`` pairs the valve rule emptied are appended to it.
     """
     from scipy import ndimage
 
     lab = np.asarray(labels)
     if lab.ndim == 3:
-        return clean_labels(lab[None], inplace, rescue, valve_slice)[0]
+        return clean_labels(lab[None], inplace, rescue, valve_slice, dropped)[0]
     if lab.ndim != 4:
         raise ValueError(f"labels must be (Z, Y, X) or (T, Z, Y, X), got shape {lab.shape}")
     out = lab if inplace else lab.copy()
@@ -290,11 +295,14 @@ def clean_labels(labels: np.ndarray, inplace: bool = False, rescue: bool = True,
             best = int(np.argmax(np.where(touching, sizes, -1))) if touching.any() else int(np.argmax(sizes))
             frame[(comp > 0) & (comp != best)] = 0
     if valve_slice and axis is not None:
-        drop_valve_slice(out, axis)
+        emptied = drop_valve_slice(out, axis)
+        if dropped is not None:
+            dropped.extend(emptied)
     return out
 
 
-def keep_largest_components(labels: np.ndarray, inplace: bool = False) -> np.ndarray:
+def keep_largest_components(labels: np.ndarray, inplace: bool = False,
+                            dropped: list[tuple[int, int]] | None = None) -> np.ndarray:
     """The default clean-up used by inference: :func:`clean_labels` with its defaults (the name is
-    kept for its callers)."""
-    return clean_labels(labels, inplace=inplace)
+    kept for its callers); ``dropped`` gathers the ``(frame, slice)`` pairs the valve rule emptied."""
+    return clean_labels(labels, inplace=inplace, dropped=dropped)

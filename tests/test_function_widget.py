@@ -174,3 +174,42 @@ def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_n
     assert "Lagrangian" in widget.canvas.toolTip() and "end-diastole" in widget.canvas.toolTip()
     row = next(i for i in range(widget.table.rowCount()) if widget.table.item(i, 0).text() == "peak radial strain")
     assert "λ − 1" in widget.table.item(row, 1).toolTip()
+
+
+def test_toggling_a_slice_changes_the_edv_by_its_volume(make_napari_viewer, qtbot, tmp_path):
+    """The slices table: unticking LV at ED in slice 1 lowers the EDV by that slice's LV volume, the
+    export carries the choice; ticking it again restores the rule's read-out."""
+    from qtpy.QtCore import Qt
+
+    viewer, seg = _viewer_with_segmentation(make_napari_viewer)
+    widget = FunctionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cardiac function")
+    qtbot.waitUntil(lambda: widget.measurements is not None and not widget.is_busy, timeout=TIMEOUT_MS)
+    m0 = widget.measurements
+    ed = m0.ed_frame
+    lab = _labels()
+    slice_ml = (lab[ed, 1] == 1).sum() * SPACING[0] * SPACING[1] * SPACING[2] / 1000.0
+    assert slice_ml > 1.0
+    assert widget.slices.is_checked(ed, 1, "LV") is True
+    assert widget.slices.table.rowCount() == lab.shape[1]
+    item = widget.slices.item_for(ed, 1, "LV")
+    assert f"{slice_ml:.1f} ml" in item.toolTip() and "counted" in item.toolTip()
+    n = widget.n_computed
+    item.setCheckState(Qt.CheckState.Unchecked)  # what a click on the box does
+    qtbot.waitUntil(lambda: widget.n_computed > n and not widget.is_busy, timeout=TIMEOUT_MS)
+    m1 = widget.measurements
+    assert m1["lv_edv_ml"] == pytest.approx(m0["lv_edv_ml"] - slice_ml)
+    assert m1["lv_esv_ml"] == pytest.approx(m0["lv_esv_ml"])
+    assert widget.value_text("lv_edv_ml") == f"{m1['lv_edv_ml']:.1f}"
+    assert widget.slices.is_checked(ed, 1, "LV") is False
+    widget.export(tmp_path / "exp")
+    qtbot.waitUntil(lambda: widget.last_export is not None, timeout=TIMEOUT_MS)
+    data = json.loads((tmp_path / "exp" / "measurements.json").read_text())
+    entry = next(e for e in data["slices"] if (e["frame"], e["slice"], e["structure"]) == (ed, 1, "LV"))
+    assert entry["included"] is False and entry["overridden"] is True
+    assert data["lv_edv_ml"] == pytest.approx(m1["lv_edv_ml"])
+    n = widget.n_computed
+    widget.reset_slices_button.click()  # the rules decide again
+    qtbot.waitUntil(lambda: widget.n_computed > n and not widget.is_busy, timeout=TIMEOUT_MS)
+    assert widget.measurements["lv_edv_ml"] == pytest.approx(m0["lv_edv_ml"])
+    assert widget.slices.overrides == {}

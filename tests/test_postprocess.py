@@ -116,3 +116,29 @@ def test_valve_slice_with_less_than_half_a_ring_is_emptied():
     assert not (out[1, 0] == LV_BLOOD_POOL).any() and not (out[1, 0] == LV_MYOCARDIUM).any()
     kept = clean_labels(lab, valve_slice=False)
     assert (kept[1, 0] == LV_BLOOD_POOL).any()
+    dropped: list[tuple[int, int]] = []
+    again = clean_labels(lab, dropped=dropped)
+    assert dropped == [(1, 0)] and (again == out).all()  # the emptied (frame, slice), same labels
+    via_inference_name: list[tuple[int, int]] = []
+    keep_largest_components(lab, dropped=via_inference_name)
+    assert via_inference_name == [(1, 0)]
+
+
+def test_slice_rules_see_the_same_ring_as_the_valve_rule():
+    """Without the clean-up's valve rule, the read-out's basal-ring rule leaves the same slice out of the
+    ES volume (same criterion, the labels kept)."""
+    from napari_cardiac_motion.analysis.slices import decide_slices
+
+    lab, _ = _hypertrophic_es_case()
+    shape = lab.shape[-2:]
+    lab[:, 0] = 0
+    lab[0, 0][_disc(shape, (24, 24), 11)] = LV_MYOCARDIUM
+    lab[0, 0][_disc(shape, (24, 24), 8)] = LV_BLOOD_POOL
+    lab[1, 0][_disc(shape, (24, 24), 8)] = LV_BLOOD_POOL
+    lab[1, 1][_disc(shape, (24, 24), 2.2)] = LV_BLOOD_POOL
+    sliver = _disc(shape, (24, 24), 11) & ~_disc(shape, (24, 24), 8) & (np.arange(64)[None, :] < 17)
+    lab[1, 0][sliver] = LV_MYOCARDIUM
+    kept = clean_labels(lab, valve_slice=False)
+    decisions = decide_slices(kept, (10.0, 1.0, 1.0), 0, 1)
+    d = next(x for x in decisions if (x.frame, x.slice, x.structure) == (1, 0, "LV"))
+    assert not d.included and "< 0.5" in d.reason

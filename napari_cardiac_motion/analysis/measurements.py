@@ -3,7 +3,10 @@
 ``Measurements.to_dict()`` is the content of ``measurements.json``: the scalar measures (keys carry their
 unit: ``lv_edv_ml``, ``lv_ef_percent``, ``lv_mass_g``, …), ``ed_frame``/``es_frame``, the curves
 (``time_ms``, ``lv_volume_ml``, ``rv_volume_ml``, ``strain``), per-slice areas, ``units`` and ``help``
-(one line per measure), model and input.
+(one line per measure), model and input, and ``slices``: per ED/ES frame, slice and structure (LV, RV)
+whether that slice counts in the volumes, why, and whether the user overrode the rule
+(:mod:`.slices`). The ED/ES volumes, EF and mass sum the counted slices; the curves are the labelled
+volume of every frame (every labelled slice).
 
 The structures are found through the model's :class:`~..model_description.ModelDescription` (by class key
 ``LV``, ``Myo``, ``RV``); :attr:`Measurements.description` gives the plots their names and colours. It is
@@ -19,21 +22,23 @@ from typing import Any
 import numpy as np
 
 from ..model_description import MR_DEFAULT, ModelDescription, describe
+from .slices import Overrides, SliceDecision, SliceRules, counted_area, decide_slices
 from .strain import SEGMENT_NAMES, StrainResult, strain_curves
-from .volumes import (MYOCARDIAL_DENSITY_G_PER_ML, bsa_mosteller, choose_ed_es, ejection_fraction_percent,
-                      myocardial_mass_g, volume_curves)
+from .volumes import (MM3_PER_ML, MYOCARDIAL_DENSITY_G_PER_ML, VolumeCurves, bsa_mosteller, choose_ed_es,
+                      ejection_fraction_percent, myocardial_mass_g, volume_curves)
 
 #: scalar measures in display order: key -> (unit, one line of help)
 SCALAR_MEASURES: dict[str, tuple[str, str]] = {
-    "lv_edv_ml": ("ml", "LV end-diastolic volume: LV blood pool at the ED frame"),
-    "lv_esv_ml": ("ml", "LV end-systolic volume: LV blood pool at the ES frame"),
+    "lv_edv_ml": ("ml", "LV end-diastolic volume: LV blood pool of the counted slices at the ED frame"),
+    "lv_esv_ml": ("ml", "LV end-systolic volume: LV blood pool of the counted slices at the ES frame"),
     "lv_sv_ml": ("ml", "LV stroke volume: EDV - ESV, blood ejected per beat"),
     "lv_ef_percent": ("%", "LV ejection fraction: 100 x SV / EDV"),
     "rv_edv_ml": ("ml", "RV end-diastolic volume (at the LV's ED frame)"),
     "rv_esv_ml": ("ml", "RV end-systolic volume (at the LV's ES frame)"),
     "rv_sv_ml": ("ml", "RV stroke volume: EDV - ESV"),
     "rv_ef_percent": ("%", "RV ejection fraction: 100 x SV / EDV"),
-    "lv_mass_g": ("g", f"LV myocardial mass at ED: myocardial volume x {MYOCARDIAL_DENSITY_G_PER_ML} g/ml"),
+    "lv_mass_g": ("g", f"LV myocardial mass at ED: myocardial volume (slices whose LV counts) x "
+                       f"{MYOCARDIAL_DENSITY_G_PER_ML} g/ml"),
     "bsa_m2": ("m²", "body surface area (Mosteller), from height and weight"),
     "lv_edv_index_ml_m2": ("ml/m²", "LV EDV indexed by body surface area"),
     "lv_esv_index_ml_m2": ("ml/m²", "LV ESV indexed by body surface area"),
@@ -94,6 +99,13 @@ class Measurements:
     input: str | None = None
     notes: list[str] = field(default_factory=list)
     description: ModelDescription = MR_DEFAULT
+    #: per ED/ES frame, slice and structure: counted or not, and why (:func:`.slices.decide_slices`)
+    slices: list[SliceDecision] = field(default_factory=list)
+    slice_rules: SliceRules = field(default_factory=SliceRules)
+
+    def overrides(self) -> dict[tuple[int, int, str], bool]:
+        """The user's slice choices in this read-out: ``{(frame, slice, structure): included}``."""
+        return {d.key: d.included for d in self.slices if d.overridden}
 
     def __getitem__(self, key: str):
         return self.scalars[key]
@@ -156,6 +168,8 @@ class Measurements:
             "model": self.model,
             "input": self.input,
             "notes": self.notes,
+            "slices": [d.to_dict() for d in self.slices],
+            "slice_rules": self.slice_rules.to_dict(),
             "units": {**{k: u for k, (u, _) in SCALAR_MEASURES.items()}, **CURVE_UNITS},
             "help": {k: h for k, (_, h) in SCALAR_MEASURES.items()},
         })
@@ -167,6 +181,34 @@ class Measurements:
         row.update({"model_name": self.model.get("name"), "model_version": self.model.get("version"),
                     "input": self.input})
         return _clean(row)
+
+
+def counted_volumes(curves: VolumeCurves, decisions: list[SliceDecision], ed: int, es: int,
+                    dz_mm: float) -> dict[str, float]:
+    """ED/ES volumes (ml) of LV and RV and the ED myocardial volume (ml) over the counted slices."""
+    def vol(key: str, frame: int, structure: str) -> float:
+        return float(counted_area(curves.area_mm2[key], decisions, frame, structure).sum() * dz_mm / MM3_PER_ML)
+
+    return {"lv_edv": vol("lv", ed, "LV"), "lv_esv": vol("lv", es, "LV"), "rv_edv": vol("rv", ed, "RV"),
+            "rv_esv": vol("rv", es, "RV"), "myo_ed": vol("myo", ed, "LV")}
+
+
+def volume_scalars(v: dict[str, float], bsa: float | None) -> dict[str, float | int | None]:
+    """Volumes (ml), SV, EF (%), mass (g) and their BSA-indexed values from :func:`counted_volumes`."""
+    lv_edv, lv_esv, rv_edv, rv_esv = v["lv_edv"], v["lv_esv"], v["rv_edv"], v["rv_esv"]
+    mass = myocardial_mass_g(v["myo_ed"])
+    s: dict[str, float | int | None] = {
+        "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
+        "lv_ef_percent": ejection_fraction_percent(lv_edv, lv_esv),
+        "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": rv_edv - rv_esv,
+        "rv_ef_percent": ejection_fraction_percent(rv_edv, rv_esv),
+        "lv_mass_g": mass, "bsa_m2": bsa,
+    }
+    for key, val in (("lv_edv", lv_edv), ("lv_esv", lv_esv), ("lv_sv", lv_edv - lv_esv),
+                     ("rv_edv", rv_edv), ("rv_esv", rv_esv)):
+        s[f"{key}_index_ml_m2"] = val / bsa if bsa else None
+    s["lv_mass_index_g_m2"] = mass / bsa if bsa else None
+    return s
 
 
 def compute_measurements(
@@ -183,6 +225,8 @@ def compute_measurements(
     model: dict[str, Any] | None = None,
     input: str | None = None,  # noqa: A002 (the JSON key)
     description: ModelDescription | None = None,
+    slice_rules: SliceRules | None = None,
+    slice_overrides: Overrides | None = None,
 ) -> Measurements:
     """The full read-out from labels ``(T, Z, Y, X)`` (and motion ``(T, Z, Y, X, 2)`` for strain).
 
@@ -194,33 +238,28 @@ def compute_measurements(
         height_cm, weight_kg: for body surface area (Mosteller) and indexed values.
         affine: the image's NIfTI affine (orientation of the AHA segments).
         description: what the model segments (which label value is LV, Myo, RV); default: today's MR model.
+        slice_rules: which slices count (:class:`.slices.SliceRules`; default: the clinical rules;
+            ``SliceRules.none()`` counts every labelled slice).
+        slice_overrides: the user's choices ``{(frame, slice, "LV"|"RV"): included}``.
     """
     desc = description or MR_DEFAULT
+    rules = slice_rules or SliceRules()
     curves = volume_curves(labels, spacing, frame_interval_ms, desc)
     ed, es = choose_ed_es(curves.lv_ml, ed_frame, es_frame)
-    lv_edv, lv_esv = float(curves.lv_ml[ed]), float(curves.lv_ml[es])
-    rv_edv, rv_esv = float(curves.rv_ml[ed]), float(curves.rv_ml[es])
-    mass = myocardial_mass_g(curves.myo_ml[ed])
-    bsa = bsa_mosteller(height_cm, weight_kg)
+    decisions = decide_slices(labels, spacing, ed, es, desc, rules, slice_overrides)
+    s = volume_scalars(counted_volumes(curves, decisions, ed, es, float(spacing[0])),
+                       bsa_mosteller(height_cm, weight_kg))
+    s.update({"ed_frame": ed, "es_frame": es,
+              "ed_time_ms": ed * frame_interval_ms if frame_interval_ms > 0 else None,
+              "es_time_ms": es * frame_interval_ms if frame_interval_ms > 0 else None})
     notes: list[str] = []
     n_t = curves.lv_ml.shape[0]
-    s: dict[str, float | int | None] = {
-        "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
-        "lv_ef_percent": ejection_fraction_percent(lv_edv, lv_esv),
-        "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv, "rv_sv_ml": rv_edv - rv_esv,
-        "rv_ef_percent": ejection_fraction_percent(rv_edv, rv_esv),
-        "lv_mass_g": mass, "bsa_m2": bsa,
-        "ed_frame": ed, "es_frame": es,
-        "ed_time_ms": ed * frame_interval_ms if frame_interval_ms > 0 else None,
-        "es_time_ms": es * frame_interval_ms if frame_interval_ms > 0 else None,
-    }
-    for key, val in (("lv_edv", lv_edv), ("lv_esv", lv_esv), ("lv_sv", lv_edv - lv_esv),
-                     ("rv_edv", rv_edv), ("rv_esv", rv_esv)):
-        s[f"{key}_index_ml_m2"] = val / bsa if bsa else None
-    s["lv_mass_index_g_m2"] = mass / bsa if bsa else None
-    if rv_edv == 0:
+    if float(curves.rv_ml[ed]) == 0:
         rv = desc.by_key("RV")
         notes.append(f"no {rv.name if rv is not None else 'RV blood pool'} at ED: RV measures are not available")
+    n_out = sum(not d.included for d in decisions)
+    if n_out:
+        notes.append(f"{n_out} labelled slice(s) not counted in the ED/ES volumes (see the slices table)")
     strain = None
     if motion is not None and n_t > 1:
         ref = ed if motion_reference_frame is None else int(motion_reference_frame)
@@ -238,7 +277,7 @@ def compute_measurements(
         scalars=ordered, lv_volume_ml=curves.lv_ml, rv_volume_ml=curves.rv_ml, myo_volume_ml=curves.myo_ml,
         time_ms=curves.time_ms, slice_area_mm2=curves.area_mm2, strain=strain,
         spacing_mm=tuple(float(v) for v in spacing), frame_interval_ms=float(frame_interval_ms),  # type: ignore[arg-type]
-        model=dict(model or {}), input=input, notes=notes, description=desc,
+        model=dict(model or {}), input=input, notes=notes, description=desc, slices=decisions, slice_rules=rules,
     )
 
 

@@ -92,6 +92,17 @@ def write_curves_csv(m: Measurements, path: str | os.PathLike) -> Path:
     return _write_text(path, buf.getvalue())
 
 
+def write_slices_csv(m: Measurements, path: str | os.PathLike) -> Path:
+    """One row per decided (frame, slice, structure): counted or not, why, and whether the user chose."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["frame", "phase", "slice", "structure", "volume_ml", "included", "overridden", "reason"])
+    for d in m.slices:
+        w.writerow([d.frame, d.phase, d.slice, d.structure, round(d.volume_ml, 3), int(d.included),
+                    int(d.overridden), d.reason])
+    return _write_text(path, buf.getvalue())
+
+
 def _cell(v: Any) -> Any:
     """A CSV cell: floats rounded to 4 decimals, NaN empty."""
     if isinstance(v, (float, np.floating)):
@@ -115,12 +126,19 @@ def write_cohort_csv(rows: list[dict[str, Any]], path: str | os.PathLike, first:
 # ----------------------------------------------------------------------------- plots
 
 def plot_volumes(ax, m: Measurements) -> None:
-    """LV and RV volume (ml) over time, ED and ES marked (names and colours of the model's classes)."""
+    """LV and RV volume (ml) over time (every labelled slice), ED and ES marked, the ED/ES volumes of the
+    counted slices as open squares (names and colours of the model's classes)."""
     t, unit = m.time_axis()
     d = m.description
     ax.plot(t, m.lv_volume_ml, "-o", color=d.hex_color("LV"), ms=3, label="LV")
     if np.any(m.rv_volume_ml > 0):
         ax.plot(t, m.rv_volume_ml, "-o", color=d.hex_color("RV"), ms=3, label="RV")
+    counted = (("lv_edv_ml", m.ed_frame, "LV"), ("lv_esv_ml", m.es_frame, "LV"),
+               ("rv_edv_ml", m.ed_frame, "RV"), ("rv_esv_ml", m.es_frame, "RV"))
+    for key, f, structure in counted:  # the volumes of the counted slices (open squares)
+        v = m.scalars.get(key)
+        if v and (structure == "LV" or np.any(m.rv_volume_ml > 0)):
+            ax.plot([t[f]], [v], "s", mfc="none", color=d.hex_color(structure), ms=6)
     for f, name in ((m.ed_frame, "ED"), (m.es_frame, "ES")):
         ax.axvline(t[f], color="0.6", lw=0.8, ls=":")
         ax.annotate(name, (t[f], 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
@@ -243,6 +261,19 @@ def save_figures(m: Measurements, folder: str | os.PathLike, prefix: str = "") -
 
 # ----------------------------------------------------------------------------- HTML report
 
+def slices_table_html(m: Measurements) -> str:
+    """The per-slice decisions as a small HTML table: one row per (frame, slice, structure)."""
+    if not m.slices:
+        return ""
+    rows = "\n".join(
+        f"<tr><td>{html.escape(d.phase)} ({d.frame})</td><td>{d.slice}</td><td>{html.escape(d.structure)}</td>"
+        f"<td class='v'>{d.volume_ml:.1f}</td><td>{'yes' if d.included else '<b>no</b>'}"
+        f"{' (user)' if d.overridden else ''}</td><td class='h'>{html.escape(d.reason)}</td></tr>"
+        for d in m.slices)
+    return ("<h3>Slices counted in the ED/ES volumes</h3><table><tr><th>frame</th><th>slice</th>"
+            f"<th>structure</th><th>ml</th><th>counted</th><th>why</th></tr>\n{rows}</table>")
+
+
 def html_report(m: Measurements, title: str = "Cardiac function") -> str:
     """A self-contained one-page HTML report (figures embedded as PNG)."""
     rows = "\n".join(
@@ -268,6 +299,7 @@ ED frame {m.ed_frame}, ES frame {m.es_frame} (0-based).</p>
 <table><tr><th>measure</th><th>value</th><th>unit</th><th>meaning</th></tr>
 {rows}</table>
 {f'<ul>{notes}</ul>' if notes else ''}
+{slices_table_html(m)}
 <div>{figs}</div>
 <p class="small">Automated measurements from a segmentation and motion model; review the contours before
 clinical use. Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} by napari-cardiac-motion.</p>
@@ -280,12 +312,13 @@ def write_html(m: Measurements, path: str | os.PathLike) -> Path:
 
 
 def export_all(m: Measurements, folder: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
-    """JSON, CSV (measures and curves), PNG figures and the HTML report into ``folder``."""
+    """JSON, CSV (measures, curves and the slices counted), PNG figures and the HTML report into ``folder``."""
     folder = Path(folder)
     out = {
         "json": write_json(m, folder / f"{prefix}measurements.json"),
         "csv": write_csv(m, folder / f"{prefix}measurements.csv"),
         "curves_csv": write_curves_csv(m, folder / f"{prefix}curves.csv"),
+        "slices_csv": write_slices_csv(m, folder / f"{prefix}slices.csv"),
     }
     out.update(save_figures(m, folder, prefix))
     out["html"] = write_html(m, folder / f"{prefix}report.html")

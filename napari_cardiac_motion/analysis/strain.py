@@ -195,6 +195,48 @@ def _crop_box(labels: np.ndarray, margin: int) -> tuple[slice, slice]:
             slice(max(xs.min() - margin, 0), min(xs.max() + margin + 1, w)))
 
 
+def deformation_gradient(u: np.ndarray, sy: float, sx: float) -> tuple[np.ndarray, ...]:
+    """``G = I + ∇u`` (mm/mm) of a ``(Z, h, w, 2)`` ``(dy, dx)`` voxel field: ``(g_yy, g_yx, g_xy, g_xx, det)``,
+    each ``(Z, h, w)`` (rows: components (y, x); columns: derivative along (y, x))."""
+    h, w = u.shape[1:3]
+    uy, ux = u[..., 0] * sy, u[..., 1] * sx  # mm
+    g_yy = 1.0 + np.gradient(uy, axis=1) / sy if h > 1 else np.ones_like(uy)
+    g_yx = np.gradient(uy, axis=2) / sx if w > 1 else np.zeros_like(uy)
+    g_xy = np.gradient(ux, axis=1) / sy if h > 1 else np.zeros_like(ux)
+    g_xx = 1.0 + np.gradient(ux, axis=2) / sx if w > 1 else np.ones_like(ux)
+    return g_yy, g_yx, g_xy, g_xx, g_yy * g_xx - g_yx * g_xy
+
+
+def slice_strain(u: np.ndarray, grad: list[np.ndarray], lab_ed: np.ndarray, centre: np.ndarray, sy: float,
+                 sx: float) -> tuple[np.ndarray, ...] | None:
+    """Radial and circumferential strain of one slice's pixels that map into the ED myocardium.
+
+    ``u`` ``(h, w, 2)`` voxels, ``grad`` the slice's :func:`deformation_gradient` planes, ``lab_ed`` its ED
+    labels, ``centre`` the ED LV centre (mm). Returns ``(mask, theta, e_r, e_c, weight)`` (angle about the
+    centre in rad, engineering strains, ED area in mm² per pixel), or ``None`` when no pixel maps there."""
+    g_yy, g_yx, g_xy, g_xx, det = grad
+    h, w = lab_ed.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    py, px = yy + u[..., 0], xx + u[..., 1]  # ED position, voxels (cropped grid)
+    iy = np.clip(np.rint(py).astype(np.int64), 0, h - 1)
+    ix = np.clip(np.rint(px).astype(np.int64), 0, w - 1)
+    mask = (lab_ed[iy, ix] == LV_MYOCARDIUM) & (det > 1e-6)
+    if not mask.any():
+        return None
+    ry, rx = py[mask] * sy - centre[0], px[mask] * sx - centre[1]
+    norm = np.hypot(ry, rx)
+    norm[norm == 0] = 1.0
+    ery, erx = ry / norm, rx / norm
+    d = det[mask]
+    # F = G^-1 = adj(G) / det
+    f_yy, f_yx = g_xx[mask] / d, -g_yx[mask] / d
+    f_xy, f_xx = -g_xy[mask] / d, g_yy[mask] / d
+    lam_r = np.hypot(f_yy * ery + f_yx * erx, f_xy * ery + f_xx * erx)
+    ecy, ecx = -erx, ery  # e_r turned by 90°
+    lam_c = np.hypot(f_yy * ecy + f_yx * ecx, f_xy * ecy + f_xx * ecx)
+    return mask, np.arctan2(ry, rx), lam_r - 1.0, lam_c - 1.0, d * sy * sx
+
+
 def strain_curves(motion: np.ndarray, labels: np.ndarray, spacing, reference_frame: int,
                   affine: np.ndarray | None = None, margin: int = 8) -> StrainResult:
     """Global and AHA-segment radial/circumferential strain (%) over the cycle, relative to ``reference_frame``.
@@ -234,47 +276,24 @@ def strain_curves(motion: np.ndarray, labels: np.ndarray, spacing, reference_fra
     seg_ok = not note
 
     h, w = lab_ed.shape[1:]
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
     zs = np.nonzero(np.isfinite(centres[:, 0]))[0]
     seg_map = np.zeros((n_z, h, w), np.uint8)
     radial, circ = nan_t.copy(), nan_t.copy()
     seg_r, seg_c = nan_seg.copy(), nan_seg.copy()
     for t in range(n_t):
         u = mot[t][:, ys_, xs_].astype(np.float64)  # (Z, h, w, 2) voxels
-        uy, ux = u[..., 0] * sy, u[..., 1] * sx  # mm
-        # G = I + grad u (mm/mm), rows: components (y, x), columns: derivative along (y, x)
-        g_yy = 1.0 + np.gradient(uy, axis=1) / sy if h > 1 else np.ones_like(uy)
-        g_yx = np.gradient(uy, axis=2) / sx if w > 1 else np.zeros_like(uy)
-        g_xy = np.gradient(ux, axis=1) / sy if h > 1 else np.zeros_like(ux)
-        g_xx = 1.0 + np.gradient(ux, axis=2) / sx if w > 1 else np.ones_like(ux)
-        det = g_yy * g_xx - g_yx * g_xy
+        grad = deformation_gradient(u, sy, sx)
         s_r = s_c = s_w = 0.0
         sums = np.zeros((3, N_SEGMENTS + 1))  # weighted radial, weighted circ, weight per segment id
         for z in zs:
-            py, px = yy + u[z, ..., 0], xx + u[z, ..., 1]  # ED position, voxels (cropped grid)
-            iy = np.clip(np.rint(py).astype(np.int64), 0, h - 1)
-            ix = np.clip(np.rint(px).astype(np.int64), 0, w - 1)
-            mask = (lab_ed[z][iy, ix] == LV_MYOCARDIUM) & (det[z] > 1e-6)
-            if not mask.any():
+            got = slice_strain(u[z], [g[z] for g in grad], lab_ed[z], centres[z], sy, sx)
+            if got is None:
                 continue
-            ry, rx = py[mask] * sy - centres[z, 0], px[mask] * sx - centres[z, 1]
-            norm = np.hypot(ry, rx)
-            norm[norm == 0] = 1.0
-            ery, erx = ry / norm, rx / norm
-            d = det[z][mask]
-            # F = G^-1 = adj(G) / det
-            f_yy, f_yx = g_xx[z][mask] / d, -g_yx[z][mask] / d
-            f_xy, f_xx = -g_xy[z][mask] / d, g_yy[z][mask] / d
-            lam_r = np.hypot(f_yy * ery + f_yx * erx, f_xy * ery + f_xx * erx)
-            ecy, ecx = -erx, ery  # e_r turned by 90°
-            lam_c = np.hypot(f_yy * ecy + f_yx * ecx, f_xy * ecy + f_xx * ecx)
-            wgt = d * sy * sx  # ED area (mm²) this pixel stands for
-            e_r, e_c = lam_r - 1.0, lam_c - 1.0
+            mask, theta, e_r, e_c, wgt = got
             s_r += float((wgt * e_r).sum())
             s_c += float((wgt * e_c).sum())
             s_w += float(wgt.sum())
             if seg_ok and levels[z] >= 0:
-                theta = np.arctan2(ry, rx)
                 sid = segment_ids(theta, int(levels[z]), ins[0], ins[1])  # type: ignore[index]
                 sums[0] += np.bincount(sid, wgt * e_r, N_SEGMENTS + 1)
                 sums[1] += np.bincount(sid, wgt * e_c, N_SEGMENTS + 1)

@@ -235,6 +235,7 @@ def predict_cine(
     y0, y1, x0, x1 = region.input_box()
     report = progress or (lambda *_: None)
     labels = np.zeros((n_t, n_z, h, w), dtype=np.uint8)
+    emptied: list[tuple[int, int]] = []  # (frame, slice) pairs the clean-up's valve rule emptied
     motion = np.zeros((n_t, n_z, h, w, 2), dtype=np.float32)
     chunks = _chunks(n_z, n_t, max_frames)
     hh, ww = region.size
@@ -336,13 +337,13 @@ def predict_cine(
                 run_chunk(zs, 0, segment=True, estimate_motion=False)
                 _release_freed_memory()
             if largest_component:
-                keep_largest_components(labels, inplace=True)
+                keep_largest_components(labels, inplace=True, dropped=emptied)
             ed = ed_es_from_lv_volumes(_lv_voxels(labels))[0]
             for k, zs in enumerate(chunks):
                 run_chunk(zs, ed, segment=False, estimate_motion=True)
                 _release_freed_memory()
     if largest_component and ed_frame is not None:
-        keep_largest_components(labels, inplace=True)
+        keep_largest_components(labels, inplace=True, dropped=emptied)
     lv = _lv_voxels(labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
     qc_result = None
@@ -352,6 +353,9 @@ def predict_cine(
     meta = {"region": dict(region.to_dict(spacing_yx), found=how), "tta": bool(tta),
             "motion": {"mode": motion_mode, "refine": refine.to_dict() if do_refine else None},
             "largest_component": bool(largest_component),
+            # (frame, slice) pairs whose blood pool the clean-up's valve rule emptied (less than half a
+            # ring of myocardium: the atrium, not the ventricle)
+            "valve_slices_emptied": sorted({(int(t), int(z)) for t, z in emptied}),
             "qc": qc_result.summary() if qc_result is not None else None}
     return InferenceResult(
         labels=labels,

@@ -47,6 +47,11 @@ def test_predict_on_sample_writes_nifti_and_json(tmp_path):
     assert set(np.unique(labels)) == {0, 1, 2, 3}
     assert (labels[ed] == 1).sum() > (labels[es] == 1).sum()
     assert np.abs(flow[es]).max() > 0.5  # something moves between ED and ES
+    # the clean-up's valve rule: every (frame, slice) it emptied is listed and holds no blood pool now
+    emptied = result["valve_slices_emptied"]
+    assert isinstance(emptied, list) and all(len(p) == 2 for p in emptied)
+    assert all(not (labels[f, z] == 1).any() for f, z in emptied)
+    assert result["modality"] in ("", None, "MR") and result["spacing_known"] is True
 
 
 def test_predict_ed_frame_override(tmp_path, tiny_ckpt):

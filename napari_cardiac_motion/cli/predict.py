@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         "region": result.metadata.get("region"),
         "tta": bool(result.metadata.get("tta", False)),
         "motion": result.metadata.get("motion"),
+        # [frame, slice] pairs the clean-up emptied (less than half a myocardial ring: the atrium)
+        "valve_slices_emptied": [list(p) for p in result.metadata.get("valve_slices_emptied", [])],
         "warnings": list(getattr(cine, "warnings", []) or []),
         "modality": getattr(cine, "modality", None),
         "spacing_known": bool(getattr(cine, "spacing_known", True)),

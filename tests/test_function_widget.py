@@ -208,6 +208,13 @@ def test_toggling_a_slice_changes_the_edv_by_its_volume(make_napari_viewer, qtbo
     entry = next(e for e in data["slices"] if (e["frame"], e["slice"], e["structure"]) == (ed, 1, "LV"))
     assert entry["included"] is False and entry["overridden"] is True
     assert data["lv_edv_ml"] == pytest.approx(m1["lv_edv_ml"])
+    # nothing lost: the choice lives with the Labels layer, so a panel opened again shows it
+    viewer.window.remove_dock_widget(widget)
+    widget = FunctionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Cardiac function")
+    qtbot.waitUntil(lambda: widget.measurements is not None and not widget.is_busy, timeout=TIMEOUT_MS)
+    assert widget.slices.is_checked(ed, 1, "LV") is False
+    assert widget.measurements["lv_edv_ml"] == pytest.approx(m1["lv_edv_ml"])
     n = widget.n_computed
     widget.reset_slices_button.click()  # the rules decide again
     qtbot.waitUntil(lambda: widget.n_computed > n and not widget.is_busy, timeout=TIMEOUT_MS)

@@ -2,8 +2,9 @@
 
 :class:`SlicesTable` shows the decisions of :func:`..analysis.slices.decide_slices` (LV and RV at ED and at
 ES; the reason and the slice's volume on hover; a cell without a check box has no blood pool labelled)
-and keeps the user's overrides ``{(frame, slice, "LV"|"RV"): included}`` per Labels layer; toggling a box
-emits :attr:`SlicesTable.overrides_changed`, the panel then recomputes the read-out with them.
+and keeps the user's overrides ``{(frame, slice, "LV"|"RV"): included}`` with each Labels layer (in the
+layer's metadata under :data:`OVERRIDES_KEY`, so closing and reopening the panel loses none); toggling a
+box emits :attr:`SlicesTable.overrides_changed`, the panel then recomputes the read-out with them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ..analysis.slices import SliceDecision
 #: table columns after "slice": (structure, phase)
 COLUMNS = (("LV", "ED"), ("LV", "ES"), ("RV", "ED"), ("RV", "ES"))
 OVERRIDDEN_COLOUR = QColor(255, 214, 120)
+#: where a Labels layer keeps the user's slice choices (``layer.metadata[OVERRIDES_KEY]``)
+OVERRIDES_KEY = "slice_overrides"
 
 
 class SlicesTable(QWidget):
@@ -37,8 +40,8 @@ class SlicesTable(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.table)
-        self._by_layer: dict[int, dict[tuple[int, int, str], bool]] = {}
-        self._layer_key = 0
+        self._layer = None  # the Labels layer whose choices are shown (they live in its metadata)
+        self._no_layer: dict[tuple[int, int, str], bool] = {}
         #: the decisions shown, by (frame, slice, structure)
         self.decisions: dict[tuple[int, int, str], SliceDecision] = {}
         self._cells: dict[tuple[int, int], tuple[int, int, str]] = {}  # (row, column) -> decision key
@@ -47,15 +50,26 @@ class SlicesTable(QWidget):
     @property
     def overrides(self) -> dict[tuple[int, int, str], bool]:
         """The user's choices for the current layer (a copy)."""
-        return dict(self._by_layer.get(self._layer_key, {}))
+        return dict(self._store())
 
     def set_layer(self, layer) -> None:
-        """Show (and keep) the overrides of ``layer`` (by identity; ``None`` for none)."""
-        self._layer_key = 0 if layer is None else id(layer)
+        """Show (and keep) the overrides of ``layer`` (``None`` for none)."""
+        self._layer = layer
+
+    def _store(self) -> dict[tuple[int, int, str], bool]:
+        """The current layer's choices, kept in its metadata (a plain dict without a layer)."""
+        if self._layer is None:
+            return self._no_layer
+        meta = getattr(self._layer, "metadata", None)
+        if meta is None:
+            return self._no_layer
+        return meta.setdefault(OVERRIDES_KEY, {})
 
     def clear_overrides(self) -> None:
         """Forget the current layer's choices (the rules decide again)."""
-        if self._by_layer.pop(self._layer_key, None):
+        store = self._store()
+        if store:
+            store.clear()
             self.overrides_changed.emit()
 
     def set_decisions(self, decisions: list[SliceDecision]) -> None:
@@ -107,7 +121,7 @@ class SlicesTable(QWidget):
         if d is None:
             raise KeyError(f"no decision for frame {frame}, slice {slice_}, {structure}: nothing labelled there")
         rule = d.included != d.overridden  # what the rule alone said
-        ov = self._by_layer.setdefault(self._layer_key, {})
+        ov = self._store()
         if included == rule:
             ov.pop(d.key, None)
         else:

@@ -100,23 +100,18 @@ class CineRunner:
         and estimates motion from the same features; without, a first pass segments every frame, the
         labels are cleaned and ED picked (largest LV blood pool), and a second pass estimates the motion.
         ``clean`` (in place, e.g. the anatomy clean-up) runs once on the final labels."""
-        if ed_frame is not None:
-            ed = int(ed_frame)
-            for zs in chunks:
-                self.run_chunk(zs, ed, segment=True, estimate_motion=True)
-                release_freed_memory()
-            if clean is not None:
-                clean(self.labels)
-            return ed
-        for zs in chunks:
-            self.run_chunk(zs, 0, segment=True, estimate_motion=False)
+        known = ed_frame is not None
+        ed = int(ed_frame) if known else 0
+        for zs in chunks:  # with ED known: segment and motion from the same features; else segment only
+            self.run_chunk(zs, ed, segment=True, estimate_motion=known)
             release_freed_memory()
         if clean is not None:
             clean(self.labels)
-        ed = ed_es_from_lv_volumes(lv_voxels(self.labels))[0]
-        for zs in chunks:
-            self.run_chunk(zs, ed, segment=False, estimate_motion=True)
-            release_freed_memory()
+        if not known:
+            ed = ed_es_from_lv_volumes(lv_voxels(self.labels))[0]
+            for zs in chunks:
+                self.run_chunk(zs, ed, segment=False, estimate_motion=True)
+                release_freed_memory()
         return ed
 
     def tick(self, what: str, z: int) -> None:

@@ -23,3 +23,14 @@ class CancelledError(CardiacMotionError):
 
 class InputWarning(UserWarning):
     """The input was read, but something about it is questionable (the message says what was assumed)."""
+
+
+def optional_module(name: str, message: str, error: type[CardiacMotionError] = InputError):
+    """Import an optional dependency ``name``, or raise ``error(message)`` (the message says what needs it
+    and how to install it)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise error(message) from None

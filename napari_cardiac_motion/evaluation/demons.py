@@ -14,19 +14,15 @@ import time
 
 import numpy as np
 
-from ..errors import CardiacMotionError
+from ..errors import CardiacMotionError, optional_module
 from ..preprocessing import normalize_intensity
 
 
 def _sitk():
-    try:
-        import SimpleITK as sitk
-    except ImportError:
-        raise CardiacMotionError(
-            "The demons baseline needs SimpleITK, an optional extra: pip install 'napari-cardiac-motion[baseline]' "
-            "(or pip install SimpleITK), or run the evaluation without --baseline demons."
-        ) from None
-    return sitk
+    return optional_module(
+        "SimpleITK", "The demons baseline needs SimpleITK, an optional extra: pip install "
+        "'napari-cardiac-motion[baseline]' (or pip install SimpleITK), or run the evaluation without --baseline "
+        "demons.", error=CardiacMotionError)
 
 
 def demons_slice(fixed: np.ndarray, moving: np.ndarray, iterations: tuple[int, ...] = (60, 40, 30),

@@ -116,7 +116,7 @@ def _check_phase_counts(folder: Path, slices: list[list[DicomFrame]]) -> None:
         parts.append(txt)
     raise InputError(
         f"The slices in {folder} have different numbers of phases: " + "; ".join(parts) +
-        f" (slice positions along the slice normal). The series is incomplete or mixes acquisitions; "
+        " (slice positions along the slice normal). The series is incomplete or mixes acquisitions; "
         "export the complete cine again or remove the extra files."
     )
 

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import CardiacMotionError, InputError, InputWarning
+from ..errors import CardiacMotionError, InputError, InputWarning, optional_module
 from ..model_description import ModelDescription, describe
 from .dicom import DicomSource, dicom_source, looks_like_dicom
 from .dicom_seg_segments import SEGMENT_CODES, SOFTWARE_NAME, segment_descriptions
@@ -101,12 +101,8 @@ def not_dicom_reason(path: str | os.PathLike | None) -> str:
 
 def require_highdicom() -> None:
     """Raise a one-line :class:`CardiacMotionError` when highdicom (extra ``dicom``) is not installed."""
-    try:
-        import highdicom  # noqa: F401
-    except ImportError as exc:
-        raise CardiacMotionError(
-            "DICOM SEG export needs highdicom, which is not installed: pip install "
-            "'napari-cardiac-motion[dicom]' (or pip install highdicom).") from exc
+    optional_module("highdicom", "DICOM SEG export needs highdicom, which is not installed: pip install "
+                    "'napari-cardiac-motion[dicom]' (or pip install highdicom).", error=CardiacMotionError)
 
 
 def _read_header(f: Path):

@@ -24,6 +24,8 @@ import numpy as np
 
 from ..cine import Cine
 from ..errors import InputError, InputWarning
+from .nifti import read_nifti, resolve_voxel_size
+from .nifti_files import load_nifti, nifti_stem
 
 LAYOUTS = ("auto", "volume", "2d+t")
 
@@ -114,20 +116,10 @@ class EchoFrames:
 
 
 def _load_nifti(path: str | os.PathLike):
-    """``(image, data)`` of a NIfTI file; every failure is an :class:`InputError` naming the fix."""
-    import nibabel as nib
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"File not found: {p}. Check the path and the file name.")
-    try:
-        img = nib.load(str(p))
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # ImageFileError, gzip/zlib errors, EOFError on truncated files
-        raise InputError(f"Could not read {p.name} as NIfTI ({type(exc).__name__}: {exc}); the file is "
-                         "corrupt or not NIfTI: export it again as .nii or .nii.gz.") from exc
+    """``(image, data)`` of a NIfTI file (:func:`.nifti_files.load_nifti`), refusing an empty one."""
+    img, data = load_nifti(path)
     if data.size == 0:
-        raise InputError(f"{p.name} is empty (shape {data.shape}); choose a file that holds image data.")
+        raise InputError(f"{Path(path).name} is empty (shape {data.shape}); choose a file that holds image data.")
     return img, data
 
 
@@ -155,8 +147,6 @@ def nifti_layout(path: str | os.PathLike, layout: str = "auto") -> tuple[str, st
 
 def read_nifti_frames(path: str | os.PathLike, what: str = "image") -> EchoFrames:
     """Read a 2D ``(X, Y)`` or 2D+t ``(X, Y, T)`` (or ``(X, Y, 1, T)``) NIfTI as :class:`EchoFrames`."""
-    from .nifti import resolve_voxel_size
-
     img, raw = _load_nifti(path)
     name = Path(path).name
     arr = raw
@@ -178,13 +168,7 @@ def read_nifti_frames(path: str | os.PathLike, what: str = "image") -> EchoFrame
         dt = dt if PLAUSIBLE_FRAME_MS[0] <= dt <= PLAUSIBLE_FRAME_MS[1] else 0.0
     known = not (abs(dx - 1.0) < 1e-6 and abs(dy - 1.0) < 1e-6 and s_unit == "unknown")
     return EchoFrames(np.ascontiguousarray(arr.transpose(2, 1, 0)), (float(dy), float(dx)), known,
-                      float(dt), np.asarray(img.affine, np.float64), nifti_stem_of(path), notes)
-
-
-def nifti_stem_of(path: str | os.PathLike) -> str:
-    from .nifti import nifti_stem
-
-    return nifti_stem(path)
+                      float(dt), np.asarray(img.affine, np.float64), nifti_stem(path), notes)
 
 
 def read_nifti_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
@@ -197,8 +181,6 @@ def read_nifti_cine(path: str | os.PathLike, layout: str = "auto") -> Cine:
     ``spacing_known`` False when the header has only unit-less 1.0 placeholders (then a warning says
     so), and a note in ``warnings`` saying how ``layout="auto"`` decided.
     """
-    from .nifti import read_nifti
-
     chosen = check_layout(layout)
     lay, reason = nifti_layout(path, chosen)
     if lay == "volume":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cine import Cine
-from ..errors import InputError, InputWarning
+from ..errors import InputError, InputWarning, optional_module
 from .echo_nifti import NO_SPACING_NOTE, SINGLE_SLICE_MM, check_layout, decide_layout
 
 MHD_SUFFIXES = (".mhd", ".mha")
@@ -29,12 +29,8 @@ def is_mhd_path(path: str | os.PathLike) -> bool:
 
 
 def _sitk():
-    try:
-        import SimpleITK as sitk
-    except ImportError as exc:
-        raise InputError("Reading MetaImage (.mhd/.raw) files needs SimpleITK; install it with "
-                         "`pip install SimpleITK` (or the plugin's `baseline` extra).") from exc
-    return sitk
+    return optional_module("SimpleITK", "Reading MetaImage (.mhd/.raw) files needs SimpleITK; install it with "
+                           "`pip install SimpleITK` (or the plugin's `baseline` extra).")
 
 
 def read_mhd_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:

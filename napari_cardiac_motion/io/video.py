@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cine import Cine
-from ..errors import InputError, InputWarning
+from ..errors import InputError, InputWarning, optional_module
 from .echo_nifti import NO_SPACING_NOTE, SINGLE_SLICE_MM
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".m4v", ".mkv")
@@ -31,12 +31,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 
 def _av():
-    try:
-        import av
-    except ImportError as exc:
-        raise InputError("Reading AVI/MP4 videos needs PyAV; install it with `pip install av` "
-                         "(or the plugin's `echo` extra).") from exc
-    return av
+    return optional_module("av", "Reading AVI/MP4 videos needs PyAV; install it with `pip install av` "
+                           "(or the plugin's `echo` extra).")
 
 
 def read_video_frames(path: str | os.PathLike, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, float, bool]:

@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..model_description import MR_DEFAULT, ModelDescription
 from .data import (ACDC_LICENCE, ACDC_VAL_PATIENTS, SUNNYBROOK_LICENCE, SUNNYBROOK_VAL_PATIENTS, Case, load_acdc,
                    load_sunnybrook)
+from .echo_data import CAMUS_LICENCE, load_echo
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainConfig
@@ -55,16 +56,12 @@ def load_cases(cfg: "TrainConfig", pixel_mm: float | None) -> tuple[list[Case], 
 
 
 def _load_echo(cfg: "TrainConfig", root: Path, pixel_mm: float | None) -> tuple[list[Case], list[Case], list[Case]]:
-    from .echo_data import load_echo
-
     echo_root = root / "echo" if (root / "echo").is_dir() else root
     if not ((echo_root / "camus_fullres").is_dir() or (echo_root / "camus_edes224").is_dir()):
         raise InputError(f"No CAMUS data (camus_fullres/ or camus_edes224/) under '{echo_root}'. Point --data at "
                          "the shared data folder or its echo/ folder.")
     pairs = load_echo(echo_root, "train", pixel_mm=pixel_mm, limit=cfg.acdc_limit)
     val = load_echo(echo_root, "val", pixel_mm=pixel_mm) if cfg.validate else []
-    for c in pairs + val:
-        c.whole_cycle = False  # CAMUS sequences are ED→ES half cycles
     cines = [c for c in pairs if c.n_frames > 2]
     if not pairs:
         raise InputError(f"No CAMUS training views under '{echo_root}'.")
@@ -73,13 +70,8 @@ def _load_echo(cfg: "TrainConfig", root: Path, pixel_mm: float | None) -> tuple[
 
 def data_metadata(pairs: list[Case], cines: list[Case], val: list[Case]) -> dict[str, Any]:
     """The ``training_data`` and ``validation_split`` entries of a checkpoint's metadata."""
-    licences = {"acdc": ("ACDC", ACDC_LICENCE), "sunnybrook": ("Sunnybrook", SUNNYBROOK_LICENCE)}
-    try:
-        from .echo_data import CAMUS_LICENCE
-
-        licences.update({"camus": ("CAMUS", CAMUS_LICENCE), "camus224": ("CAMUS (224x224)", CAMUS_LICENCE)})
-    except ImportError:  # pragma: no cover
-        pass
+    licences = {"acdc": ("ACDC", ACDC_LICENCE), "sunnybrook": ("Sunnybrook", SUNNYBROOK_LICENCE),
+                "camus": ("CAMUS", CAMUS_LICENCE), "camus224": ("CAMUS (224x224)", CAMUS_LICENCE)}
     data: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for c in pairs + cines:

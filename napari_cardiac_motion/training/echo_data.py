@@ -86,7 +86,8 @@ def _make_case(name: str, source: str, image: np.ndarray, codes: np.ndarray, ed:
     if spacing is not None and pixel_mm:
         img, cod, _ = resample_case_arrays(img, cod, spacing, pixel_mm)
         spacing = (1.0, float(pixel_mm), float(pixel_mm))
-    return EchoCase(name, source, img, cod, int(ed), int(es), spacing, _centre(cod[ed]), **extra)
+    # CAMUS clips are ED→ES half cycles: the frame after the last is not ED again
+    return EchoCase(name, source, img, cod, int(ed), int(es), spacing, _centre(cod[ed]), whole_cycle=False, **extra)
 
 
 def load_camus_fullres_view(folder: str | Path, view: str, pixel_mm: float | None = None,

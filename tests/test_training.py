@@ -95,10 +95,13 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert torch.allclose(s1, s2) and torch.allclose(f1, f2)
     assert meta["provisional"] is False and meta["seed"] == 0
     assert "optimizer_all" in torch.load(cfg.out, weights_only=True)["extra"]
+    # the resumed run keeps the checkpoint's architecture and pixel size, whatever --model-like settings say
     cfg2 = _tiny_cfg(tmp_path, steps_per_epoch=3, epochs=2, validate=False, resume=cfg.out,
-                     out=str(tmp_path / "m2.pt"))
+                     out=str(tmp_path / "m2.pt"), model={**TINY, "pixel_mm": 0.7})
     _, meta2 = train(cfg2, cases=(cases, [], []), log=lambda s: None)
     assert meta2["steps"] == 6 and len(meta2["history"]) == 2
+    assert torch.load(cfg2.out, weights_only=True)["config"]["pixel_mm"] == \
+        torch.load(cfg.out, weights_only=True)["config"]["pixel_mm"]
 
 
 def test_time_budget_stops_cleanly(tmp_path):

@@ -197,7 +197,9 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None, cancel:
     logger = RunLogger(cfg.log_file, log)
     t_start = time.perf_counter()
     try:
-        if cfg.dataset == "echo" and not cfg.resume and cfg.model == TrainConfig().model:
+        if cfg.resume:  # a resumed run keeps its own architecture and pixel size
+            cfg.model = JointConfig.from_dict(read_checkpoint(cfg.resume)["config"]).to_dict()
+        elif cfg.dataset == "echo" and cfg.model == TrainConfig().model:
             cfg.model = JointConfig.from_dict({**cfg.model, "pixel_mm": ECHO_PIXEL_MM}).to_dict()
         if cases is None:
             acdc, sunny, val_cases = load_cases(cfg, JointConfig.from_dict(cfg.model).pixel_mm)

@@ -151,6 +151,26 @@ def test_regularisers_contribute_a_loss_term(tiny_cine, tiny_model, guard):
     assert hist["check"]["propagated"]["pairs"]  # one corrected pair: checked on its propagated labels
 
 
+@pytest.mark.parametrize("params", ["seg", "head"])
+def test_params_subset_leaves_encoder_and_motion_untouched(tiny_cine, tiny_model, params):
+    """With ``params="seg"``/``"head"`` only the segmentation branch learns: the shared encoder and the
+    motion branch keep their weights exactly, the trained part changes, and no motion loss is computed."""
+    s = replace(FAST, params=params, check=False, seg_dice_weight=0.0)
+    new, hist = finetune(tiny_model, tiny_cine, _corrections(tiny_cine, slices=[0]), steps=3, lr=1e-2,
+                         ed_frame=0, settings=s, guard=None)
+    old_sd, new_sd = tiny_model.state_dict(), new.state_dict()
+    frozen = [k for k in old_sd if k.split(".")[0] in ("encoder", "motion_fuse", "motion_mix", "gru", "flow_out")]
+    if params == "head":
+        frozen += [k for k in old_sd if k.startswith("seg_fuse.")]
+    assert frozen and all(torch.equal(old_sd[k], new_sd[k].to(old_sd[k].device)) for k in frozen)
+    assert any(not torch.equal(old_sd[k], new_sd[k].to(old_sd[k].device)) for k in old_sd
+               if k.startswith("seg_head.") and old_sd[k].is_floating_point())
+    assert all("motion" not in rec for rec in hist["losses"])
+    with pytest.raises(ValueError, match="params must be one of"):
+        finetune(tiny_model, tiny_cine, _corrections(tiny_cine, slices=[0]), steps=1, ed_frame=0,
+                 settings=replace(FAST, params="encoder"))
+
+
 def test_cancel_keeps_previous_model(tiny_cine, tiny_model):
     before = _state(tiny_model)
     calls = []

@@ -34,6 +34,9 @@ from ..model.transformer import warp
 
 FinetuneProgress = Callable[[int, int, dict], None]
 GUARDS = ("teacher", "l2sp", None)
+#: which parameters fine-tuning may change: every one, the segmentation branch after the shared encoder
+#: (multi-scale fusion + head), or only the head
+PARAM_SETS = ("all", "seg", "head")
 
 
 @dataclass
@@ -63,6 +66,22 @@ class FinetuneSettings:
     blends: tuple[float, ...] = (0.5, 0.25)
     check_tolerance: float = 0.005
     seed: int = 0
+    params: str = "all"
+    seg_dice_weight: float = 1.0
+
+
+def trainable_parameters(model: JointMotionSegNet, which: str) -> list[nn.Parameter]:
+    """The parameters of ``which`` (:data:`PARAM_SETS`); every other parameter of ``model`` stops
+    taking gradients (the shared encoder and the motion branch stay as they were with "seg"/"head")."""
+    if which not in PARAM_SETS:
+        raise ValueError(f"params must be one of {PARAM_SETS}, got {which!r}")
+    if which == "all":
+        return list(model.parameters())
+    mods = [model.seg_fuse, model.seg_head] if which == "seg" else [model.seg_head]
+    keep = {id(p) for m in mods for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return [p for p in model.parameters() if id(p) in keep]
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -166,10 +185,11 @@ def loss_terms(student: JointMotionSegNet, teacher: JointMotionSegNet | None, st
     b, length = x.shape[:2]
     terms: dict[str, torch.Tensor] = {}
     if bool(lm.any()):
-        terms["seg"] = segmentation_loss(seg[lm], y[lm])
-    src = x[:, :1].expand(-1, length, -1, -1).reshape(b * length, 1, *x.shape[-2:])
-    terms["motion"] = s.motion_weight * motion_loss(src, x.reshape(b * length, 1, *x.shape[-2:]),
-                                                    flows.flatten(0, 1))
+        terms["seg"] = segmentation_loss(seg[lm], y[lm], dice_weight=s.seg_dice_weight)
+    if s.params == "all":  # otherwise the motion branch is frozen: its own loss would change nothing
+        src = x[:, :1].expand(-1, length, -1, -1).reshape(b * length, 1, *x.shape[-2:])
+        terms["motion"] = s.motion_weight * motion_loss(src, x.reshape(b * length, 1, *x.shape[-2:]),
+                                                        flows.flatten(0, 1))
     joint, prop = joint_terms(seg, flows, y, lm, s, student.config.num_classes)
     if joint:
         terms["joint"] = s.joint_weight * torch.stack(joint).mean()
@@ -207,7 +227,7 @@ def train_loop(student: JointMotionSegNet, image: np.ndarray, corr: np.ndarray, 
         for p in teacher.parameters():
             p.requires_grad_(False)
     start_params = [p.detach().clone() for p in student.parameters()] if s.guard == "l2sp" else None
-    opt = torch.optim.Adam(student.parameters(), lr=s.lr)
+    opt = torch.optim.Adam(trainable_parameters(student, s.params), lr=s.lr)
     losses: list[dict] = []
     for step in range(1, s.steps + 1):
         if cancel is not None and cancel():
@@ -217,10 +237,11 @@ def train_loop(student: JointMotionSegNet, image: np.ndarray, corr: np.ndarray, 
             freeze_batchnorm(student)
         x, y, lm = make_batch(rng, gen, d, s, device)
         terms = loss_terms(student, teacher, start_params, x, y, lm, s)
-        total = sum(terms.values())
+        total = sum(terms.values(), torch.zeros((), device=x.device))
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        if total.requires_grad:  # a batch with nothing to learn (no label, no regulariser) is skipped
+            total.backward()
+            opt.step()
         if teacher is not None:
             ema_update(teacher, student, s.teacher_decay)
         rec = {k: float(v.detach()) for k, v in terms.items()}

@@ -171,6 +171,24 @@ def test_params_subset_leaves_encoder_and_motion_untouched(tiny_cine, tiny_model
                  settings=replace(FAST, params="encoder"))
 
 
+def test_sparse_corrections_use_the_sparse_settings():
+    """Two corrected slices of ten in one frame are sparse: steps, teacher weight and Dice weight switch;
+    a whole corrected frame is not; explicit steps win over the sparse default."""
+    from napari_cardiac_motion.training.finetune import resolve_settings
+    from napari_cardiac_motion.training.finetune_loop import for_corrections, is_sparse
+
+    mask = np.zeros((2, 10), bool)
+    mask[1, [0, 1]] = True
+    s = FinetuneSettings()
+    sparse = for_corrections(s, mask)
+    assert is_sparse(mask, s.sparse_fraction)
+    assert (sparse.steps, sparse.teacher_weight, sparse.seg_dice_weight) == (32, 10.0, 0.0)
+    mask[0] = True
+    assert not is_sparse(mask, s.sparse_fraction) and for_corrections(s, mask) == s
+    mask[0] = False
+    assert for_corrections(resolve_settings(None, 5, None, ...), mask).steps == 5
+
+
 def test_cancel_keeps_previous_model(tiny_cine, tiny_model):
     before = _state(tiny_model)
     calls = []

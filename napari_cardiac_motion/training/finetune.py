@@ -36,6 +36,12 @@ Training (each step: ``batch`` slices, each a short sequence that starts at ED a
   class probabilities) on uncorrected frames to an EMA copy of the model (Wu et al. 2022);
   ``"l2sp"`` = L2 penalty toward the starting weights; ``None``.
 
+**Sparse corrections** (every corrected frame has fewer than half of its slices corrected: an annotator
+fixing a few bad slices) train with cross-entropy only, a ten times stronger teacher and 32 steps
+(``FinetuneSettings.sparse_*``): on the ten hardest ACDC validation patients, with the two worst ES slices
+corrected, the defaults let two cases lose more than 0.01 Dice on slices nobody touched (one −0.12 on
+the ED RV), these settings none (``benchmarks/finetune_benchmark.py --protocol worst-es``).
+
 BatchNorm layers are kept in eval mode (running statistics frozen, affine parameters trained): with
 1–2 slices per step batch statistics are noise, and inference uses the running statistics.
 
@@ -73,7 +79,7 @@ from .finetune_guard import (
     select_model,
     split_holdout,
 )
-from .finetune_loop import GUARDS, FinetuneProgress, FinetuneSettings, train_loop
+from .finetune_loop import GUARDS, FinetuneProgress, FinetuneSettings, for_corrections, is_sparse, train_loop
 from .finetune_regions import finetune_regions, labelled_mask, sample_region, validate_corrections
 
 
@@ -81,8 +87,9 @@ def resolve_settings(settings: FinetuneSettings | None, steps: int | None, lr: f
                      guard: str | None | type[Ellipsis]) -> FinetuneSettings:
     """A copy of ``settings`` (default: :class:`FinetuneSettings`) with the explicit overrides applied."""
     s = copy.deepcopy(settings) if settings is not None else FinetuneSettings()
-    if steps is not None:
+    if steps is not None:  # explicit steps win over the sparse-corrections default
         s.steps = int(steps)
+        s.sparse_steps = None
     if lr is not None:
         s.lr = float(lr)
     if guard is not ...:
@@ -145,11 +152,14 @@ def finetune(
         (``None`` when off; else ``kept`` = α of the returned model, 0.0 = the starting model,
         ``tolerance``, and per check set — ``held_out`` (true labels) and/or ``propagated`` (labels
         carried by the starting model's motion) — its ``pairs`` [[t, z]], the ``original`` Dice per
-        structure and the ``candidates`` {"α": Dice per structure}) and ``kept_original`` (bool).
+        structure and the ``candidates`` {"α": Dice per structure}), ``kept_original`` (bool) and ``sparse``
+        (True when the sparse-corrections settings were used).
     """
     s = resolve_settings(settings, steps, lr, guard)
     t_start = time.perf_counter()
     data, corr_full, mask = corrected_inputs(cine, corrections)
+    sparse = is_sparse(mask, s.sparse_fraction)
+    s = for_corrections(s, mask)
     n_t = data.shape[0]
     dev = resolve_device(device)
     spacing_yx = cine_spacing_yx(cine)
@@ -182,7 +192,9 @@ def finetune(
             raise CancelledError("Fine-tuning cancelled before the check; the previous model is kept.")
         result, check = select_model(start, student, image_c, checks, s.blends, dev, s.check_tolerance)
     seconds = {"prepare": t_train - t_start, "train": t_check - t_train, "check": time.perf_counter() - t_check}
-    return result, finetune_history(losses, seconds, ed, mask, s, check_region.to_dict(spacing_yx), check)
+    hist = finetune_history(losses, seconds, ed, mask, s, check_region.to_dict(spacing_yx), check)
+    hist["sparse"] = sparse
+    return result, hist
 
 
 def finetune_history(losses: list[dict], seconds: dict[str, float], ed: int, mask: np.ndarray,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -68,6 +68,29 @@ class FinetuneSettings:
     seed: int = 0
     params: str = "all"
     seg_dice_weight: float = 1.0
+    #: sparse corrections: every corrected frame has fewer than ``sparse_fraction`` of its slices corrected
+    #: (an annotator fixing a few bad slices, often basal or apical ones). Their Dice term is unstable and
+    #: what they teach does not carry to the other slices, so the loop then uses these instead (measured
+    #: with ``benchmarks/finetune_benchmark.py --protocol worst-es``); ``sparse_steps`` None keeps ``steps``
+    sparse_fraction: float = 0.5
+    sparse_steps: int | None = 32
+    sparse_teacher_weight: float = 10.0
+    sparse_seg_dice_weight: float = 0.0
+
+
+def is_sparse(mask: np.ndarray, fraction: float) -> bool:
+    """True when every corrected frame of ``mask`` ``(T, Z)`` has fewer than ``fraction`` of its slices corrected."""
+    frames = np.nonzero(mask.any(1))[0]
+    return bool(len(frames)) and max(float(mask[t].mean()) for t in frames) < fraction
+
+
+def for_corrections(s: FinetuneSettings, mask: np.ndarray) -> FinetuneSettings:
+    """``s`` as the loop uses it for the corrected pairs ``mask`` ``(T, Z)``: with sparse corrections
+    (:func:`is_sparse`) the ``sparse_*`` values replace steps, teacher weight and Dice weight."""
+    if not is_sparse(mask, s.sparse_fraction):
+        return s
+    return replace(s, steps=s.sparse_steps or s.steps, teacher_weight=s.sparse_teacher_weight,
+                   seg_dice_weight=s.sparse_seg_dice_weight)
 
 
 def trainable_parameters(model: JointMotionSegNet, which: str) -> list[nn.Parameter]:

@@ -169,5 +169,9 @@ def readout_job(inputs: dict[str, Any], ed: int | None, es: int | None, height: 
 
 
 def warm_up_job(*, progress: Progress, cancel: Cancel) -> None:
-    """Job body (read-only; any thread): matplotlib's first-use work (:func:`._curves_canvas.warm_up`)."""
+    """Job body (read-only; any thread): matplotlib's first-use work (:func:`._curves_canvas.warm_up`) and
+    the imports the panel makes when the first segmentation appears (not on the GUI thread as it lands)."""
+    import importlib
+
     warm_up()
+    importlib.import_module("napari_cardiac_motion.io.dicom_seg")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
 from ..analysis import Measurements
 from ..analysis import report as rep
@@ -68,9 +68,9 @@ class ExportControls(QWidget):
         self.dicom_seg_check = QCheckBox("DICOM SEG")
         self.dicom_seg_check.setToolTip(DICOM_SEG_HELP)
         self.dicom_seg_note = QLabel("")
-        policy = self.dicom_seg_note.sizePolicy()  # its space is kept when hidden: showing it (a result
-        policy.setRetainSizeWhenHidden(True)  # lands) does not re-lay out the window and redraw the canvas
-        self.dicom_seg_note.setSizePolicy(policy)
+        # always shown (empty when there is nothing to say) and never wider than the row: a new text (a
+        # result lands) then does not re-lay out the window, which would redraw the canvas there and then
+        self.dicom_seg_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         #: the DICOM folder of the read-out layer's image (``None``: no DICOM SEG, ``dicom_seg_note`` says why)
         self.dicom_seg_folder: str | None = None
         self.last_export: dict[str, Path] | None = None
@@ -88,8 +88,6 @@ class ExportControls(QWidget):
         self.dicom_seg_note.setText("not available for this image (hover for why)" if why else "")
         self.dicom_seg_note.setToolTip(f"DICOM SEG not available: {why}" if why else "")
         self.dicom_seg_check.setToolTip(f"DICOM SEG not available: {why}" if why else DICOM_SEG_HELP)
-        if self.dicom_seg_note.isVisibleTo(self) != bool(why):
-            self.dicom_seg_note.setVisible(bool(why))
 
     def ask_folder(self) -> str:
         """The folder the user picks ("" when cancelled)."""

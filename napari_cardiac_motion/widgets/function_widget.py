@@ -41,7 +41,7 @@ from ._function_context import (DISPLAY_NAMES, STRAIN_HELP, STRAIN_MEASURES, inp
                                 motion_legend, readout_job, warm_up_job)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
-from ._runner import ReadOnlyKey, user_message
+from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
 from ._session import get_session, unwrap
 from ._slices_table import SlicesTable
 
@@ -60,7 +60,6 @@ class FunctionWidget(QWidget):
         self.viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
         self.session = get_session(self.viewer)
         self.runner = self.session.runner
-        #: the runner's slot of this panel's read-out
         self.readout_key = ReadOnlyKey(id(self), READOUT_JOB)
         self.measurements: Measurements | None = None
         #: number of finished computations, failed ones included (tests wait on it)
@@ -159,9 +158,11 @@ class FunctionWidget(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
         self.refresh_button.clicked.connect(self.compute)
         self.export_button.clicked.connect(self._ask_export)
+        # in the next event-loop turn, not inside napari's making of a layer (a result's largest step)
+        self._refresh_layers_soon = lambda *_: QTimer.singleShot(NEXT_TURN_MS, self._refresh_layers)
         ev = self.viewer.layers.events
-        ev.inserted.connect(self._refresh_layers)
-        ev.removed.connect(self._refresh_layers)
+        ev.inserted.connect(self._refresh_layers_soon)
+        ev.removed.connect(self._refresh_layers_soon)
         self.viewer.dims.events.current_step.connect(self._update_markers)
         # a new prediction (or a fine-tuned model's) lands: the motion and model change
         self.session.changed.connect(self._on_session_changed)
@@ -388,7 +389,7 @@ class FunctionWidget(QWidget):
         self.runner.cancel(self.readout_key)
         ev = self.viewer.layers.events
         for emitter, cb in ((self.viewer.dims.events.current_step, self._update_markers),
-                            (ev.inserted, self._refresh_layers), (ev.removed, self._refresh_layers),
+                            (ev.inserted, self._refresh_layers_soon), (ev.removed, self._refresh_layers_soon),
                             (self.session.changed, self._on_session_changed),
                             (self.runner.progress, self._on_job_progress),
                             (self.runner.finished, self._on_job_finished)):

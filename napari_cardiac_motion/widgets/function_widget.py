@@ -261,8 +261,7 @@ class FunctionWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - never a traceback in the user's face
             self.status.setText(f"Cannot read '{layer.name}': {exc}")
             return
-        self._dirty = False
-        self.status.setText("Computing…")
+        self._dirty = False  # the job's progress says "Computing the read-out…"
         w, h, dpr = self.canvas.render_size()
         render = {"width_px": w, "height_px": h, "device_pixel_ratio": dpr,
                   "motion_legend": motion_legend(self.viewer, inputs["spacing"])}

@@ -22,8 +22,9 @@ creates its Labels and Vectors layers: napari's own layer creation (vispy overla
 most of that landing. Run it on a quiet machine: on a shared, overloaded one the OS scheduler alone
 makes gaps of this size.
 
-``--run-only`` stops after the first Run (Run → result landing → the function panel's read-out), the
-phase the ≤ 100 ms target is about. ``--replay`` predicts once before measuring and lets the Run job
+``--run-only`` measures only Run → result landing → the function panel's read-out, the phase the
+≤ 100 ms target is about: ``run (first)`` (the result's layers are created) and ``run (again)`` (they
+are updated). ``--replay`` predicts once before measuring and lets the Run job
 return that prediction (a copy) at once: the Run then measures only the GUI thread's own work (landing,
 read-out, panels), without the inference competing for a small machine's cores. ``--stacks`` samples the GUI thread's Python stack every 5 ms while
 it has not ticked for 50 ms (from a watchdog thread) and prints the code it was in during the stalls.
@@ -235,7 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     if run.last_outcome != "done":
         print(f"run failed: {run.status_label.text()}")
         return 1
-    if not args.run_only:
+    if args.run_only:
+        meter.start()
+        t0 = time.perf_counter()
+        run.run()
+        _spin(app, 900, until=lambda: not run.is_running)
+        secs = time.perf_counter() - t0
+        _spin(app, 60, until=lambda: function_settled() and time.perf_counter() - t0 > secs + 0.5)
+        results.append(("run (again)", *meter.stop(), f"{secs:.1f} s job incl. landing (layers updated), "
+                        f"outcome {run.last_outcome}"))
+        results.append(("landing", landing["ms"], landing["ms"], "longest step applying the result (GUI thread)"))
+    else:
         paint_phases(args, app, run, session, meter, results, handler_ms, landing, function_settled)
     _print(results, meter, sampler if args.stacks else None, data.shape, args.device, function is not None)
     sampler.done.set()

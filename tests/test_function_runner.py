@@ -12,7 +12,7 @@ pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
 
 from napari_cardiac_motion.widgets import _function_context  # noqa: E402
-from napari_cardiac_motion.widgets.function_widget import READOUT_JOB, FunctionWidget  # noqa: E402
+from napari_cardiac_motion.widgets.function_widget import FunctionWidget  # noqa: E402
 
 SPACING = (8.0, 1.5, 1.5)
 TIMEOUT_MS = 30_000
@@ -78,13 +78,14 @@ def test_readout_is_a_read_only_job_of_the_runner(panel, qtbot, monkeypatch):
     gate = Gate(monkeypatch)
     widget.compute()
     assert runner.is_running(widget.readout_key) and widget.is_busy
-    assert widget.readout_key.job == READOUT_JOB
+    assert widget.readout_key.job == _function_context.READOUT_JOB
     assert not runner.is_running()  # no image job: nothing is busy
     assert runner.start("an image", "run", lambda progress, cancel: 7, on_result=finished.append)
     qtbot.waitUntil(lambda: 7 in finished and ("an image", "run", "done") in finished, timeout=TIMEOUT_MS)
     assert runner.is_running(widget.readout_key)  # the Run came and went; the read-out still runs
     gate.open.set()
-    qtbot.waitUntil(lambda: (widget.readout_key, READOUT_JOB, "done") in finished, timeout=TIMEOUT_MS)
+    done = (widget.readout_key, _function_context.READOUT_JOB, "done")
+    qtbot.waitUntil(lambda: done in finished, timeout=TIMEOUT_MS)
     assert gate.calls == 1
     assert (widget.readout_key, "Computing the read-out") in progress
     assert [e for e in events if e == "busy"] == ["busy", "busy"]  # only the Run's start and end
@@ -101,7 +102,7 @@ def test_a_second_request_while_one_runs_starts_no_second_job(panel, qtbot, monk
     for _ in range(3):
         widget.compute()
         widget.refresh_button.click()
-    assert not widget.runner.start_read_only(widget.readout_key.owner, READOUT_JOB, lambda **_: None)
+    assert not widget.runner.start_read_only(widget.readout_key.owner, widget.readout_key.job, lambda **_: None)
     qtbot.wait(200)
     assert gate.calls == 1
     gate.open.set()

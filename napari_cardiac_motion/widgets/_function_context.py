@@ -1,10 +1,11 @@
-"""What the "Cardiac function" panel reads from the viewer (GUI thread) and the body of its worker.
+"""What the "Cardiac function" panel reads from the viewer (GUI thread) and the bodies of its jobs.
 
 :func:`inputs_from_layers` copies everything the read-out needs from the layers and the plugin's session
 (labels, spacing, frame interval, affine, motion, model); :func:`compute_readout` (any thread, no layer
 access) computes :func:`..analysis.compute_measurements` with the user's slice choices and renders the
 curves; :func:`readout_job` and :func:`warm_up_job` are the panel's read-only jobs for the session's
-:class:`~._runner.JobRunner`. :data:`DISPLAY_NAMES` and :data:`STRAIN_HELP` are the panel's table labels and strain help.
+:class:`~._runner.JobRunner`. :data:`DISPLAY_NAMES` and :data:`STRAIN_HELP` are the panel's table labels
+and strain help.
 :func:`dicom_seg_source` says whether the image behind a layer can get a DICOM SEG export.
 """
 
@@ -22,6 +23,9 @@ from ..errors import CancelledError, CardiacMotionError
 from ..model_description import MR_DEFAULT, describe
 from ._curves_canvas import RenderedCurves, render_curves, warm_up
 from ._jobs import Cancel, Progress
+
+#: the runner's names of the panel's read-only jobs (:func:`readout_job`, :func:`warm_up_job`)
+READOUT_JOB, WARM_UP_JOB = "read-out", "warm-up"
 
 #: table labels of the scalar measures
 DISPLAY_NAMES = {

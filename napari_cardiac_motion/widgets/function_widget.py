@@ -37,8 +37,8 @@ from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
 from ._curves_canvas import CurvesCanvas
-from ._function_context import (DISPLAY_NAMES, STRAIN_HELP, STRAIN_MEASURES, inputs_from_layers,
-                                motion_legend, readout_job, warm_up_job)
+from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB,
+                                inputs_from_layers, motion_legend, readout_job, warm_up_job)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
@@ -46,8 +46,6 @@ from ._session import get_session, unwrap
 from ._slices_table import SlicesTable
 
 DEBOUNCE_MS = 400
-#: the runner's names of the panel's read-only jobs
-READOUT_JOB, WARM_UP_JOB = "read-out", "warm-up"
 
 
 # ----------------------------------------------------------------------------- widget
@@ -158,8 +156,7 @@ class FunctionWidget(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
         self.refresh_button.clicked.connect(self.compute)
         self.export_button.clicked.connect(self._ask_export)
-        # in the next event-loop turn, not inside napari's making of a layer (a result's largest step)
-        self._refresh_layers_soon = lambda *_: QTimer.singleShot(NEXT_TURN_MS, self._refresh_layers)
+        self._layers_timer = QTimer(self, singleShot=True, interval=NEXT_TURN_MS, timeout=self._refresh_layers)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._refresh_layers_soon)
         ev.removed.connect(self._refresh_layers_soon)
@@ -185,6 +182,9 @@ class FunctionWidget(QWidget):
         self._layers = layers
         refill_combo(self.layer_combo, layers, current)
         self._set_layer(current)
+
+    def _refresh_layers_soon(self, event=None) -> None:
+        self._layers_timer.start()  # next turn: not inside napari's making of a layer (a landing's largest step)
 
     def _on_layer_chosen(self, index: int) -> None:
         layers = getattr(self, "_layers", [])

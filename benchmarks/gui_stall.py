@@ -16,18 +16,19 @@ those 10 ms (the time the GUI could not react). Phases, on the bundled sample ci
 4. ``paint+run`` — the same dabs while a second Run job works.
 
 All three panels are docked (Run, Corrections and fine-tuning, Cardiac function; ``--no-function``
-leaves the last out). Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms (target: < 100 ms),
-then every gap over 100 ms with what the job last reported before it. The first result of an image
+leaves the last out). Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms
+(target: < 100 ms), then every gap over 100 ms with what the job last reported before it. The first result of an image
 creates its Labels and Vectors layers: napari's own layer creation (vispy overlays, layer controls) is
 most of that landing. Run it on a quiet machine: on a shared, overloaded one the OS scheduler alone
 makes gaps of this size.
 
 ``--run-only`` measures only Run → result landing → the function panel's read-out, the phase the
 ≤ 100 ms target is about: ``run (first)`` (the result's layers are created) and ``run (again)`` (they
-are updated). ``--replay`` predicts once before measuring and lets the Run job
-return that prediction (a copy) at once: the Run then measures only the GUI thread's own work (landing,
-read-out, panels), without the inference competing for a small machine's cores. ``--stacks`` samples the GUI thread's Python stack every 5 ms while
-it has not ticked for 50 ms (from a watchdog thread) and prints the code it was in during the stalls.
+are updated). ``--replay`` predicts once before measuring and lets the Run job return that prediction
+(a copy) at once: the Run then measures only the GUI thread's own work (landing, read-out, panels),
+without the inference competing for a small machine's cores. ``--stacks`` samples the GUI thread's
+Python stack every 5 ms while it has not ticked for 50 ms (from a watchdog thread) and prints the code
+it was in during the stalls.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Worst GUI-thread stall in a real napari viewer while a Run job works and while painting.
 
     xvfb-run -a python benchmarks/gui_stall.py [--model CKPT] [--device cpu] [--dabs 150] [--no-function]
+                                               [--run-only] [--replay] [--stacks]
 
 A QTimer ticks every 10 ms on the GUI thread and records the longest gap between two ticks beyond
 those 10 ms (the time the GUI could not react). Phases, on the bundled sample cine (128×128×12×20):
@@ -15,17 +16,28 @@ those 10 ms (the time the GUI could not react). Phases, on the bundled sample ci
 4. ``paint+run`` — the same dabs while a second Run job works.
 
 All three panels are docked (Run, Corrections and fine-tuning, Cardiac function; ``--no-function``
-leaves the last out). Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms (target: < 100 ms),
-then every gap over 100 ms with what the job last reported before it. The first result of an image
+leaves the last out). Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms
+(target: < 100 ms), then every gap over 100 ms with what the job last reported before it. The first result of an image
 creates its Labels and Vectors layers: napari's own layer creation (vispy overlays, layer controls) is
 most of that landing. Run it on a quiet machine: on a shared, overloaded one the OS scheduler alone
 makes gaps of this size.
+
+``--run-only`` measures only Run → result landing → the function panel's read-out, the phase the
+≤ 100 ms target is about: ``run (first)`` (the result's layers are created) and ``run (again)`` (they
+are updated). ``--replay`` predicts once before measuring and lets the Run job return that prediction
+(a copy) at once: the Run then measures only the GUI thread's own work (landing, read-out, panels),
+without the inference competing for a small machine's cores. ``--stacks`` samples the GUI thread's
+Python stack every 5 ms while it has not ticked for 50 ms (from a watchdog thread) and prints the code
+it was in during the stalls.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -40,29 +52,71 @@ class StallMeter:
         self.gaps: list[float] = []
         self.big: list[tuple[float, str]] = []  # gaps > 100 ms and what the job last reported
         self.context = ""
-        self._last = None
+        #: time of the last tick (``None`` while stopped)
+        self.last_tick: float | None = None
         self.timer = QTimer()
         self.timer.setInterval(interval_ms)
         self.timer.timeout.connect(self._tick)
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        if self._last is not None:
-            gap = max(now - self._last - self.interval, 0.0)
+        if self.last_tick is not None:
+            gap = max(now - self.last_tick - self.interval, 0.0)
             self.gaps.append(gap)
             if gap > 0.1:
                 self.big.append((gap * 1000, self.context))
-        self._last = now
+        self.last_tick = now
 
     def start(self) -> None:
         self.gaps = []
-        self._last = None
+        self.last_tick = None
         self.timer.start()
 
     def stop(self) -> tuple[float, float]:
         self.timer.stop()
+        self.last_tick = None
         g = np.asarray(self.gaps or [0.0]) * 1000
         return float(g.max()), float(np.percentile(g, 99))
+
+
+class StackSampler(threading.Thread):
+    """A watchdog: while the GUI thread has not ticked for ``after_ms``, its Python stack is sampled every
+    5 ms; :meth:`report` lists where it was (one sample ≈ 5 ms of stall)."""
+
+    def __init__(self, meter: StallMeter, after_ms: float = 50.0):
+        super().__init__(daemon=True)
+        self.meter, self.after = meter, after_ms / 1000.0
+        self.samples: Counter = Counter()
+        self.done = threading.Event()
+        self.gui_thread = threading.main_thread().ident
+
+    def run(self) -> None:
+        while not self.done.wait(0.005):
+            last = self.meter.last_tick
+            if last is not None and time.perf_counter() - last > self.after:
+                frame = sys._current_frames().get(self.gui_thread)
+                if frame is not None:
+                    self.samples[self.summary(frame)] += 1
+
+    @staticmethod
+    def summary(frame) -> str:
+        """The innermost frame and the innermost frames of the plugin and napari/vispy code above it."""
+        frames = []
+        while frame is not None:
+            frames.append(frame)
+            frame = frame.f_back
+        own = [f for f in frames if "napari_cardiac_motion" in f.f_code.co_filename]
+        lib = [f for f in frames if "site-packages" in f.f_code.co_filename]
+        picked = list(dict.fromkeys([frames[0], *lib[:2], *own[:2]]))
+
+        def name(f) -> str:
+            path = f.f_code.co_filename.split("site-packages/")[-1].split("napari_cardiac_motion/")[-1]
+            return f"{path}:{f.f_lineno} {f.f_code.co_name}"
+
+        return " < ".join(name(f) for f in picked)
+
+    def report(self, top: int = 12) -> list[str]:
+        return [f"{n * 5:6d} ms  {where}" for where, n in self.samples.most_common(top)]
 
 
 def _spin(app, seconds: float, until=None) -> None:
@@ -80,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dabs", type=int, default=150)
     parser.add_argument("--no-function", action="store_true", help="do not dock the Cardiac function panel")
+    parser.add_argument("--run-only", action="store_true", help="stop after the first Run and its read-out")
+    parser.add_argument("--stacks", action="store_true", help="print where the GUI thread was during stalls")
+    parser.add_argument("--replay", action="store_true", help="the Run job returns a prediction made beforehand")
     args = parser.parse_args(argv)
 
     import napari
@@ -109,11 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         run.set_model_path(args.model)
     run.device_combo.setCurrentText(args.device)
     session = get_session(viewer)
+    if args.replay:
+        replay_prediction(image, args.model, args.device)
     _spin(app, 0.5)
     # the panels' warm-up workers (imports, matplotlib's fonts) finish before anything is measured
     _spin(app, 60, until=lambda: run.warmed_up and (function is None or function.warmed_up))
 
     meter = StallMeter()
+    sampler = StackSampler(meter)
+    if args.stacks:
+        sampler.start()
     session.runner.progress.connect(lambda key, done, total, info: setattr(
         meter, "context", f"{info.message or 'step'} {done}/{total}"))
     results: list[tuple[str, float, float, str]] = []
@@ -175,6 +237,47 @@ def main(argv: list[str] | None = None) -> int:
     if run.last_outcome != "done":
         print(f"run failed: {run.status_label.text()}")
         return 1
+    if args.run_only:
+        meter.start()
+        t0 = time.perf_counter()
+        run.run()
+        _spin(app, 900, until=lambda: not run.is_running)
+        secs = time.perf_counter() - t0
+        _spin(app, 60, until=lambda: function_settled() and time.perf_counter() - t0 > secs + 0.5)
+        results.append(("run (again)", *meter.stop(), f"{secs:.1f} s job incl. landing (layers updated), "
+                        f"outcome {run.last_outcome}"))
+        results.append(("landing", landing["ms"], landing["ms"], "longest step applying the result (GUI thread)"))
+    else:
+        paint_phases(args, app, run, session, meter, results, handler_ms, landing, function_settled)
+    _print(results, meter, sampler if args.stacks else None, data.shape, args.device, function is not None)
+    sampler.done.set()
+    viewer.close()
+    return 0
+
+
+def replay_prediction(image, model: str | None, device: str) -> None:
+    """Predict ``image`` now (blocking, before anything is measured); from then on the Run panel's job
+    returns a copy of that prediction at once."""
+    import copy
+
+    from napari_cardiac_motion.widgets import run_widget
+    from napari_cardiac_motion.widgets._jobs import predict_job
+    from napari_cardiac_motion.widgets._layer_binding import layer_snapshot
+
+    out = predict_job(layer_snapshot(image), model, device, None, "from_ed", progress=lambda *a: None,
+                      cancel=lambda: False)
+
+    def replayed(*args, progress, cancel, **kwargs):
+        progress(1, 1, "replayed")
+        return copy.deepcopy(out)
+
+    run_widget.predict_job = replayed
+
+
+def paint_phases(args, app, run, session, meter, results, handler_ms, landing, function_settled) -> None:
+    """The paint phases: napari alone, with the plugin listening, and during a second Run."""
+    from qtpy.QtCore import QTimer
+
     seg = session.segmentation_layer()
     seg.brush_size = 7
     seg.n_edit_dimensions = 2
@@ -226,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     paint_phase("paint+run", during_run=True)
     results.append(("landing", landing["ms"], landing["ms"], "second run, with corrections to keep"))
 
-    panels = "run, corrections" + ("" if function is None else ", function")
-    print(f"GUI-thread stall (ms beyond a 10 ms tick) — sample cine {data.shape} (T, Z, Y, X), device {args.device}, "
+
+def _print(results, meter: StallMeter, sampler: StackSampler | None, shape, device: str, function: bool) -> None:
+    panels = "run, corrections" + (", function" if function else "")
+    print(f"GUI-thread stall (ms beyond a 10 ms tick) — sample cine {shape} (T, Z, Y, X), device {device}, "
           f"panels: {panels}")
     for name, worst, p99, note in results:
         print(f"  {name:21s} worst {worst:7.1f}   p99 {p99:7.1f}   {note}")
@@ -235,8 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  gaps > 100 ms (ms, the job's last progress message before it):")
         for gap, context in meter.big:
             print(f"    {gap:7.1f}  {context or '(before the first progress report)'}")
-    viewer.close()
-    return 0
+    if sampler is not None:
+        print("  where the GUI thread was while it had not ticked for 50 ms (sampled every 5 ms):")
+        for line in sampler.report():
+            print(f"    {line}")
 
 
 if __name__ == "__main__":

@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from napari_cardiac_motion.devices import resolve_device
 from napari_cardiac_motion.model.network import JointMotionSegNet
-from napari_cardiac_motion.training.data import synthetic_acdc_like
 from napari_cardiac_motion.model.losses import allowed_table
 from napari_cardiac_motion.training.sampling import epoch_batches
 from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, set_train_mode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic cases are test data
+from synthetic import synthetic_acdc_like  # noqa: E402
 
 
 class Runner:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .conventions import LV_BLOOD_POOL, ed_es_from_lv_volumes
+from .conventions import LV_BLOOD_POOL, cycle_order, ed_es_from_lv_volumes
 from .errors import CancelledError
 from .geometry import Region, flow_to_input, to_input, to_model
 from .model.network import JointMotionSegNet
@@ -38,11 +38,6 @@ def check_cancel(cancel: CancelCheck | None) -> None:
     """Raise :class:`CancelledError` when ``cancel()`` says so."""
     if cancel is not None and cancel():
         raise CancelledError("Cancelled by the user; no results were produced.")
-
-
-def cycle_order(n_frames: int, ed_frame: int) -> list[int]:
-    """Frame indices in the order the recurrence visits them: ED, ED+1, …, ED-1 (wrapping)."""
-    return [(ed_frame + k) % n_frames for k in range(n_frames)]
 
 
 def release_freed_memory() -> None:

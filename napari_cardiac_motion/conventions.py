@@ -5,7 +5,7 @@ model says what it segments in its :class:`~.model_description.ModelDescription`
 Cine arrays are ``(T, Z, Y, X)``; motion arrays ``(T, Z, Y, X, 2)`` with components ``(dy, dx)`` in
 voxels, from frame t to the ED frame: ``frame_t(p) ≈ frame_ED(p + u_t(p))``.
 The cardiac phases: ED is the frame of the largest LV blood pool, ES the smallest
-(:func:`ed_es_from_lv_volumes`).
+(:func:`ed_es_from_lv_volumes`); a cycle is walked from ED, wrapping (:func:`cycle_order`).
 """
 
 from __future__ import annotations
@@ -57,3 +57,9 @@ def ed_es_from_lv_volumes(lv_volumes: Sequence[float] | np.ndarray) -> tuple[int
     if lv.ndim != 1 or lv.size == 0:
         raise ValueError(f"LV volumes must be one value per frame; got shape {lv.shape}")
     return int(np.argmax(lv)), int(np.argmin(lv))
+
+
+def cycle_order(n_frames: int, ed_frame: int) -> list[int]:
+    """Frame indices in cycle order from ED: ED, ED+1, …, ED-1 (wrapping). The order the model's passes
+    and the fine-tuning visit a cine's frames."""
+    return [(ed_frame + k) % n_frames for k in range(n_frames)]

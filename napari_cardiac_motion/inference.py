@@ -43,7 +43,6 @@ from .preprocessing import apply_window, intensity_window
 from .qc import QCResult, assess
 from .cine_runner import (CancelCheck, CineRunner, ProgressCallback, autocast_for, lv_voxels,  # noqa: F401
                           slice_chunks)
-from .cine_runner import cycle_order  # noqa: F401  (re-exported: callers import it from here)
 
 
 @dataclass

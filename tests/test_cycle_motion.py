@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_cardiac_motion.conventions import cycle_order
 from napari_cardiac_motion.evaluation.cycle import cycle_metrics, displacement_curve, roughness
-from napari_cardiac_motion.inference import cycle_order, predict_cine
+from napari_cardiac_motion.inference import predict_cine
 
 T, Z, H, W = 20, 3, 128, 128
 PIXEL = 1.5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_cardiac_motion.evaluation.demons import warp_labels
-from napari_cardiac_motion.evaluation.metrics import dice, ejection_fraction, hd95, volume
+from napari_cardiac_motion.metrics import dice, ejection_fraction, hd95, volume
 
 CARD = Path(__file__).resolve().parents[1] / "napari_cardiac_motion" / "checkpoints" / "MODEL_CARD.md"
 

@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_config
 from napari_cardiac_motion.conventions import UNLABELLED
 from napari_cardiac_motion.errors import CancelledError, InputError
-from napari_cardiac_motion.evaluation.metrics import dice
+from napari_cardiac_motion.metrics import dice
 from napari_cardiac_motion.training.finetune import FinetuneSettings, blend_models, finetune, split_holdout
 from napari_cardiac_motion.model import JointMotionSegNet, load_checkpoint, save_checkpoint
 from napari_cardiac_motion.preprocessing import normalize_intensity

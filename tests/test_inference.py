@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from napari_cardiac_motion.conventions import cycle_order
 from napari_cardiac_motion.devices import available_devices, resolve_device
 from napari_cardiac_motion.errors import CancelledError, CheckpointError, DeviceError, InputError
-from napari_cardiac_motion.inference import cycle_order, predict_cine
+from napari_cardiac_motion.inference import predict_cine
 from conftest import tiny_config
 from napari_cardiac_motion.model import JointMotionSegNet, load_checkpoint, save_checkpoint
 from napari_cardiac_motion.motion_refine import RefineSettings

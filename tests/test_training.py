@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from synthetic import synthetic_acdc_like
 from napari_cardiac_motion.model.checkpoint import load_checkpoint
 from napari_cardiac_motion.model.losses import IGNORE_INDEX, NOT_LV, NOT_LV_MYO, allowed_table, partial_nll_logits
 from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
 from napari_cardiac_motion.training.augment import augment_batch, crop_centered
-from napari_cardiac_motion.training.data import synthetic_acdc_like
 from napari_cardiac_motion.training.sampling import Sampler
 from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, train
 

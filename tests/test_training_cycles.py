@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from synthetic import synthetic_acdc_like
 from napari_cardiac_motion.model.losses import IGNORE_INDEX, allowed_table, temporal_roughness
 from napari_cardiac_motion.model.mean_teacher import MeanTeacher
 from napari_cardiac_motion.model.network import JointMotionSegNet
-from napari_cardiac_motion.training.data import Case, synthetic_acdc_like
+from napari_cardiac_motion.training.data import Case
 from napari_cardiac_motion.training.sampling import CYCLE, OPEN, Sampler, cycle_lengths
 from napari_cardiac_motion.training.train import TrainConfig, batch_losses, combine, train
 

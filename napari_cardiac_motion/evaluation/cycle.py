@@ -30,10 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..cine import Cine
-from ..conventions import LV_MYOCARDIUM, STRUCTURE_KEYS
+from ..conventions import LV_MYOCARDIUM, STRUCTURE_KEYS, cycle_order
 from ..errors import InputError
 from .demons import warp_labels
-from .metrics import dice
+from ..metrics import dice
 
 
 def roughness(curve: np.ndarray) -> float:
@@ -77,7 +77,6 @@ def cycle_metrics(labels: np.ndarray, motion: np.ndarray, ed_frame: int,
         affine: the image's affine (only for the strain's segment orientation).
     """
     from ..analysis.strain import strain_curves
-    from ..inference import cycle_order
 
     n_t = labels.shape[0]
     order = cycle_order(n_t, ed_frame)
@@ -202,7 +201,6 @@ def demons_last_frame(cine: Cine, ed: int, labels: np.ndarray) -> dict[str, floa
     """An independent estimate of where the heart is at the cycle's last frame: SimpleITK demons from
     the ED frame to the last frame on every slice; the mean displacement of the (model's) ED myocardium
     (mm) and the Dice of that myocardium carried to the last frame against the model's own there."""
-    from ..inference import cycle_order
     from .demons import demons_slice
 
     last = cycle_order(cine.shape[0], ed)[-1]

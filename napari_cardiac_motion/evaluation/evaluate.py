@@ -25,7 +25,7 @@ from ..atomic import atomic_write_json
 from ..conventions import STRUCTURE_KEYS
 from ..errors import InputError
 from .demons import warp_labels
-from .metrics import dice, ejection_fraction, hd95, volume
+from ..metrics import dice, ejection_fraction, hd95, volume
 
 STRUCTS = [(c, k) for c, k in STRUCTURE_KEYS.items()]  # (1, LV), (2, Myo), (3, RV)
 

@@ -111,7 +111,7 @@ def resample_case_arrays(image: np.ndarray, codes: np.ndarray, spacing: tuple[fl
             cod.round().reshape(t, z, hh, ww).numpy().astype(np.uint8), step)
 
 
-def _centres(labels_ed: np.ndarray) -> np.ndarray:
+def heart_centres(labels_ed: np.ndarray) -> np.ndarray:
     """Per-slice centroid (y, x) of heart labels (codes 1..3) in a ``(Z, Y, X)`` code map."""
     z_n, h, w = labels_ed.shape
     out = np.tile(np.array([[h / 2.0, w / 2.0]]), (z_n, 1))
@@ -145,7 +145,7 @@ def load_acdc_case(folder: str | Path, pixel_mm: float | None = None) -> Case:
     codes = np.concatenate([ed_gt, es_gt], 0).astype(np.uint8)
     known = None if np.allclose(spacing, 1.0) else spacing
     image, codes, _ = resample_case_arrays(image, codes, known, pixel_mm)
-    return Case(folder.name, "acdc", image, codes, 0, 1, known, _centres(codes[0]))
+    return Case(folder.name, "acdc", image, codes, 0, 1, known, heart_centres(codes[0]))
 
 
 def load_acdc(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = (),
@@ -183,7 +183,7 @@ def load_sunnybrook_case(folder: str | Path, pixel_mm: float | None = None) -> C
     c_ed = codes[ed].copy()
     c_ed[(c_ed == NOT_LV_MYO) | (c_ed == NOT_LV)] = 0
     c_ed[c_ed == IGNORE_INDEX] = 0
-    return Case(folder.name, "sunnybrook", image, codes, int(ed), int(es), spacing, _centres(c_ed))
+    return Case(folder.name, "sunnybrook", image, codes, int(ed), int(es), spacing, heart_centres(c_ed))
 
 
 def load_sunnybrook(root: str | Path, names: list[str] | None = None, exclude: tuple[str, ...] = (),
@@ -193,27 +193,3 @@ def load_sunnybrook(root: str | Path, names: list[str] | None = None, exclude: t
         if root.is_dir() else []
     return [load_sunnybrook_case(p, pixel_mm) for p in folders
             if p.name not in exclude and (names is None or p.name in names)]
-
-
-def synthetic_acdc_like(n: int = 2, size: int = 96, n_slices: int = 3, seed: int = 0) -> list[Case]:
-    """Tiny synthetic ED/ES cases (concentric discs that contract) for tests without shared data."""
-    rng = np.random.default_rng(seed)
-    cases = []
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    for i in range(n):
-        img = np.zeros((2, n_slices, size, size), np.float32)
-        codes = np.zeros((2, n_slices, size, size), np.uint8)
-        cy, cx = size / 2 + rng.uniform(-5, 5), size / 2 + rng.uniform(-5, 5)
-        for t, r in enumerate((14.0, 10.0)):
-            for z in range(n_slices):
-                rr = np.hypot(yy - cy, xx - cx)
-                rv = np.hypot(yy - cy, xx - (cx - 2.2 * r))
-                lab = np.zeros((size, size), np.uint8)
-                lab[rv < r * 0.9] = 3
-                lab[rr < r + 5] = 2
-                lab[rr < r] = 1
-                codes[t, z] = lab
-                img[t, z] = np.choose(lab, [0.1, 0.9, 0.35, 0.8]) + rng.normal(0, 0.03, (size, size))
-        cases.append(Case(f"synthetic{i:03d}", "acdc", np.clip(img, 0, 1).astype(np.float16), codes, 0, 1, None,
-                          _centres(codes[0])))
-    return cases

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..conventions import LV_BLOOD_POOL, STRUCTURE_KEYS, UNLABELLED, ed_es_from_lv_volumes
-from ..evaluation.metrics import dice
-from ..inference import cycle_order
+from ..conventions import LV_BLOOD_POOL, STRUCTURE_KEYS, UNLABELLED, cycle_order, ed_es_from_lv_volumes
+from ..metrics import dice
 from ..model.losses import propagated_pseudo_labels
 from ..model.network import JointMotionSegNet
 

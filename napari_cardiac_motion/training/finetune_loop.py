@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..conventions import cycle_order
 from ..errors import CancelledError, InputError
-from ..inference import cycle_order
 from ..model.losses import (
     IGNORE_INDEX,
     consistency_kl,

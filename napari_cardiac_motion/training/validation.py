@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..evaluation.metrics import dice
+from ..metrics import dice
 from ..geometry import Region, region_around, to_model
 from ..model.network import JointMotionSegNet
 from ..model.transformer import warp

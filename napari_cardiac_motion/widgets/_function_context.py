@@ -1,9 +1,11 @@
-"""What the "Cardiac function" panel reads from the viewer (GUI thread) and the body of its worker.
+"""What the "Cardiac function" panel reads from the viewer (GUI thread) and the bodies of its jobs.
 
 :func:`inputs_from_layers` copies everything the read-out needs from the layers and the plugin's session
 (labels, spacing, frame interval, affine, motion, model); :func:`compute_readout` (any thread, no layer
 access) computes :func:`..analysis.compute_measurements` with the user's slice choices and renders the
-curves. :data:`DISPLAY_NAMES` and :data:`STRAIN_HELP` are the panel's table labels and strain help.
+curves; :func:`readout_job` and :func:`warm_up_job` are the panel's read-only jobs for the session's
+:class:`~._runner.JobRunner`. :data:`DISPLAY_NAMES` and :data:`STRAIN_HELP` are the panel's table labels
+and strain help.
 :func:`dicom_seg_source` says whether the image behind a layer can get a DICOM SEG export.
 """
 
@@ -17,9 +19,13 @@ import numpy as np
 from ..analysis import Measurements, compute_measurements
 from ..analysis.slices import Overrides
 from ..conventions import MOTION_LAYER
-from ..errors import CardiacMotionError
+from ..errors import CancelledError, CardiacMotionError
 from ..model_description import MR_DEFAULT, describe
-from ._curves_canvas import RenderedCurves, render_curves
+from ._curves_canvas import RenderedCurves, render_curves, warm_up
+from ._jobs import Cancel, Progress
+
+#: the runner's names of the panel's read-only jobs (:func:`readout_job`, :func:`warm_up_job`)
+READOUT_JOB, WARM_UP_JOB = "read-out", "warm-up"
 
 #: table labels of the scalar measures
 DISPLAY_NAMES = {
@@ -150,3 +156,26 @@ def compute_readout(inputs: dict[str, Any], ed: int | None, es: int | None, heig
     except CardiacMotionError as exc:
         return exc
     return m, render_curves(m, **render)
+
+
+def readout_job(inputs: dict[str, Any], ed: int | None, es: int | None, height: float | None,
+                weight: float | None, render: dict[str, Any], slice_overrides: Overrides | None = None, *,
+                progress: Progress, cancel: Cancel) -> tuple[Measurements, RenderedCurves]:
+    """Job body (read-only; any thread): :func:`compute_readout`, its user-facing error raised for the runner."""
+    progress(0, 1, "Computing the read-out")
+    if cancel():
+        raise CancelledError("Read-out cancelled.")
+    out = compute_readout(inputs, ed, es, height, weight, render, slice_overrides)
+    if isinstance(out, CardiacMotionError):
+        raise out
+    progress(1, 1, "Read-out ready")
+    return out
+
+
+def warm_up_job(*, progress: Progress, cancel: Cancel) -> None:
+    """Job body (read-only; any thread): matplotlib's first-use work (:func:`._curves_canvas.warm_up`) and
+    the imports the panel makes when the first segmentation appears (not on the GUI thread as it lands)."""
+    import importlib
+
+    warm_up()
+    importlib.import_module("napari_cardiac_motion.io.dicom_seg")

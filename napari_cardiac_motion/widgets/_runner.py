@@ -6,6 +6,11 @@ worker thread, relays its progress to the GUI thread through a Qt signal, and de
 or its error, never raised in the worker — to callbacks on the GUI thread. Cancel sets an event the
 job checks. Panels show the busy state by listening to the state (``StateEvent.BUSY`` events) and to
 :attr:`JobRunner.progress` (its ``info`` is always a :class:`~._jobs.JobProgress`).
+
+:meth:`JobRunner.start_read_only` runs a job that only reads (a read-out, an export, a warm-up): it
+neither marks an image busy nor waits for one, so it never blocks Run or painting. Its slot is a
+:class:`ReadOnlyKey` ``(owner, job)``: one such job per slot at a time (a second start while one runs
+is refused quietly, and the caller may ask again when ``finished`` says it is done).
 """
 
 from __future__ import annotations
@@ -49,12 +54,22 @@ def user_message(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {error}"
 
 
+@dataclass(frozen=True)
+class ReadOnlyKey:
+    """The slot of a read-only job: who runs it (``owner``, e.g. a panel's ``id``) and what (``job``).
+    Never equal to an image key, so read-only jobs and an image's jobs never wait for each other."""
+
+    owner: Hashable
+    job: str
+
+
 @dataclass
 class _Job:
     key: Hashable
     name: str
     worker: Any
     cancel: threading.Event
+    read_only: bool = False
     pbar: Any = None
     outcome: str | None = None
     steps: Any = None  # a generator applying the result step by step (GUI thread)
@@ -83,8 +98,10 @@ class JobRunner(QObject):
         self._relay.connect(self._on_progress)
 
     def is_running(self, key: Hashable | None = None, job: str | None = None) -> bool:
-        """Whether a job (named ``job``, if given) runs on ``key`` (default: on any image)."""
-        entries = list(self.jobs.values()) if key is None else [e for e in (self.jobs.get(key),) if e]
+        """Whether a job (named ``job``, if given) runs on ``key``: an image key or a :class:`ReadOnlyKey`
+        (default: on any image; read-only jobs are not counted then)."""
+        entries = ([e for e in self.jobs.values() if not e.read_only] if key is None
+                   else [e for e in (self.jobs.get(key),) if e])
         return any(job is None or e.name == job for e in entries)
 
     def start(self, key: Hashable, job: str, fn: Callable, *args: Any, name: str | None = None,
@@ -99,7 +116,6 @@ class JobRunner(QObject):
         fails or is cancelled (default: a napari notification). Returns False (and tells the user) when
         the image is busy.
         """
-        from napari.qt.threading import create_worker
         from napari.utils.notifications import show_warning
 
         try:
@@ -107,7 +123,34 @@ class JobRunner(QObject):
         except Busy as exc:
             show_warning(f"Cardiac motion: {exc}")
             return False
-        cancel_event = threading.Event()
+        try:
+            self._launch(_Job(key, job, None, threading.Event()), fn, args, kwargs, on_result, on_error,
+                         progress_label)
+        except Exception:
+            self.state.end_job(key)
+            raise
+        return True
+
+    def start_read_only(self, owner: Hashable, job: str, fn: Callable, *args: Any,
+                        on_result: Callable[[Any], None] | None = None,
+                        on_error: Callable[[str, BaseException], None] | None = None,
+                        progress_label: str | None = None, **kwargs: Any) -> bool:
+        """Like :meth:`start` for a job that changes no image (no busy mark, no edits): its slot is
+        ``ReadOnlyKey(owner, job)`` (the ``key`` of its signals). Returns False, saying nothing, while
+        the same slot's job still runs."""
+        key = ReadOnlyKey(owner, job)
+        if key in self.jobs:
+            return False
+        self._launch(_Job(key, job, None, threading.Event(), read_only=True), fn, args, kwargs, on_result,
+                     on_error, progress_label)
+        return True
+
+    def _launch(self, entry: _Job, fn: Callable, args: tuple, kwargs: dict, on_result, on_error,
+                progress_label: str | None) -> None:
+        """Create and start the worker of ``entry`` (GUI thread)."""
+        from napari.qt.threading import create_worker
+
+        key, cancel_event = entry.key, entry.cancel
         holder: dict[str, Any] = {}
         relay = self._relay
 
@@ -118,20 +161,14 @@ class JobRunner(QObject):
         def progress(done: int, total: int, info: Any = None) -> None:
             relay.emit(key, int(done), int(total), JobProgress.of(done, total, info))
 
-        try:
-            worker = create_worker(_guarded, fn, args, kwargs, progress, cancel, _start_thread=False)
-        except Exception:
-            self.state.end_job(key)
-            raise
-        holder["worker"] = worker
-        entry = _Job(key, job, worker, cancel_event)
+        worker = create_worker(_guarded, fn, args, kwargs, progress, cancel, _start_thread=False)
+        holder["worker"] = entry.worker = worker
         if progress_label:  # in the next event-loop turn: napari builds a widget for it (~0.1–0.3 s)
             QTimer.singleShot(NEXT_TURN_MS, lambda: self._open_pbar(entry, progress_label))
         self.jobs[key] = entry
         worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
         worker.finished.connect(lambda: self._on_finished(entry))
         worker.start()
-        return True
 
     def _open_pbar(self, entry: _Job, label: str) -> None:
         """napari's progress bar (activity dock) for a job still running."""
@@ -244,5 +281,6 @@ class JobRunner(QObject):
         if self.jobs.get(entry.key) is entry:
             del self.jobs[entry.key]
         self.outcomes[entry.key] = entry.outcome
-        self.state.end_job(entry.key)
+        if not entry.read_only:
+            self.state.end_job(entry.key)
         self.finished.emit(entry.key, entry.name, entry.outcome)

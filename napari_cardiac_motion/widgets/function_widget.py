@@ -5,8 +5,9 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
 * reads the chosen Labels layer (the plugin's ``segmentation`` by default), its spacing, frame interval
   and affine from the layer's metadata (as the Run panel sets it; else from its scale), and the dense
   motion of the prediction that made it from the plugin's per-viewer session, when there is one;
-* computes :func:`..analysis.compute_measurements` in a napari worker thread (labels are copied on the
-  GUI thread first), debounced after label edits (paint, undo, set data);
+* computes :func:`..analysis.compute_measurements` as a read-only job of the viewer's one job runner
+  (labels copied on the GUI thread first; it never waits for a Run), debounced after label edits (paint,
+  undo, set data), one at a time; a failure says so in one line;
 * shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain
   is shown), volume and strain curves with a
   marker at the viewer's current frame that follows the time slider (click a curve to jump there),
@@ -35,11 +36,13 @@ from ..conventions import SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
-from ._curves_canvas import CurvesCanvas, warm_up
-from ._function_context import (DISPLAY_NAMES, STRAIN_HELP, STRAIN_MEASURES, compute_readout,
-                                inputs_from_layers, motion_legend)
+from ._curves_canvas import CurvesCanvas
+from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB,
+                                inputs_from_layers, motion_legend, readout_job, warm_up_job)
 from ._function_export import ExportControls
-from ._session import unwrap
+from ._jobs import JobProgress
+from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
+from ._session import get_session, unwrap
 from ._slices_table import SlicesTable
 
 DEBOUNCE_MS = 400
@@ -53,11 +56,13 @@ class FunctionWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = unwrap(napari_viewer)  # the viewer, not the Plugins menu's proxy
+        self.session = get_session(self.viewer)
+        self.runner = self.session.runner
+        self.readout_key = ReadOnlyKey(id(self), READOUT_JOB)
         self.measurements: Measurements | None = None
-        #: number of finished computations (tests wait on it)
+        #: number of finished computations, failed ones included (tests wait on it)
         self.n_computed = 0
         self._layer = None
-        self._worker = None
         self._dirty = False
         self._connected: list[tuple[Any, Any]] = []
         self._build_inputs()
@@ -67,7 +72,7 @@ class FunctionWidget(QWidget):
         self.exporter.update_option(self.viewer, self._layer)
         #: matplotlib's first-use work is done (in a worker, started now)
         self.warmed_up = False
-        self._warm_up()
+        self.runner.start_read_only(id(self), WARM_UP_JOB, warm_up_job)
         self._refresh_layers()
 
     def _build_inputs(self) -> None:
@@ -104,7 +109,7 @@ class FunctionWidget(QWidget):
                                "slice; open squares: the ED/ES volumes of the counted slices.\n\n" + STRAIN_HELP)
         self.status = QLabel("Run the model (or open a segmentation) to see the read-out.")
         self.status.setWordWrap(True)
-        self.exporter = ExportControls(self.status.setText)
+        self.exporter = ExportControls(self.status.setText, self.runner)
         self.export_button = self.exporter.export_button
         self.dicom_seg_check = self.exporter.dicom_seg_check
         self.dicom_seg_note = self.exporter.dicom_seg_note
@@ -151,26 +156,15 @@ class FunctionWidget(QWidget):
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
         self.refresh_button.clicked.connect(self.compute)
         self.export_button.clicked.connect(self._ask_export)
+        self._layers_timer = QTimer(self, singleShot=True, interval=NEXT_TURN_MS, timeout=self._refresh_layers)
         ev = self.viewer.layers.events
-        ev.inserted.connect(self._refresh_layers)
-        ev.removed.connect(self._refresh_layers)
+        ev.inserted.connect(self._refresh_layers_soon)
+        ev.removed.connect(self._refresh_layers_soon)
         self.viewer.dims.events.current_step.connect(self._update_markers)
-        self._session_signal = None
-        try:  # a new prediction (or a fine-tuned model's) lands: the motion and model change
-            from ._session import get_session
-
-            self._session_signal = get_session(self.viewer).changed
-            self._session_signal.connect(self._on_session_changed)
-        except Exception:  # noqa: BLE001 - no session: the layer's own events still drive updates
-            self._session_signal = None
-
-    def _warm_up(self) -> None:
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(warm_up, _start_thread=False)
-        worker.finished.connect(lambda: setattr(self, "warmed_up", True))
-        self._warm_worker = worker
-        worker.start()
+        # a new prediction (or a fine-tuned model's) lands: the motion and model change
+        self.session.changed.connect(self._on_session_changed)
+        self.runner.progress.connect(self._on_job_progress)
+        self.runner.finished.connect(self._on_job_finished)
 
     # ------------------------------------------------------------------ layers
 
@@ -189,6 +183,9 @@ class FunctionWidget(QWidget):
         refill_combo(self.layer_combo, layers, current)
         self._set_layer(current)
 
+    def _refresh_layers_soon(self, event=None) -> None:
+        self._layers_timer.start()  # next turn: not inside napari's making of a layer (a landing's largest step)
+
     def _on_layer_chosen(self, index: int) -> None:
         layers = getattr(self, "_layers", [])
         self._set_layer(layers[index] if 0 <= index < len(layers) else None)
@@ -203,6 +200,7 @@ class FunctionWidget(QWidget):
                 pass
         self._connected = []
         self._layer = layer
+        self.runner.cancel(self.readout_key)  # a read-out of the previous layer is stale
         self.exporter.update_option(self.viewer, layer)
         self.slices.set_layer(layer)
         if layer is None:
@@ -239,7 +237,7 @@ class FunctionWidget(QWidget):
     @property
     def is_busy(self) -> bool:
         """Whether a read-out is being computed or is about to be (debounce pending)."""
-        return self._worker is not None or self._timer.isActive()
+        return self.runner.is_running(self.readout_key) or self._timer.isActive()
 
     def schedule(self, event=None) -> None:
         """Recompute after a quiet moment (label edits come in bursts)."""
@@ -251,13 +249,11 @@ class FunctionWidget(QWidget):
         return (None if ed < 0 else ed, None if es < 0 else es, h if h > 0 else None, w if w > 0 else None)
 
     def compute(self) -> None:
-        """Start a computation in a worker thread (queued when one is running)."""
-        from napari.qt.threading import create_worker
-
+        """Start the read-out as a read-only job of the runner (queued when one is running)."""
         layer = self._layer
         if layer is None or layer not in self.viewer.layers:
             return
-        if self._worker is not None:
+        if self.runner.is_running(self.readout_key):
             self._dirty = True
             return
         try:
@@ -265,29 +261,38 @@ class FunctionWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - never a traceback in the user's face
             self.status.setText(f"Cannot read '{layer.name}': {exc}")
             return
-        self._dirty = False
-        self.status.setText("Computing…")
+        self._dirty = False  # the job's progress says "Computing the read-out…"
         w, h, dpr = self.canvas.render_size()
         render = {"width_px": w, "height_px": h, "device_pixel_ratio": dpr,
                   "motion_legend": motion_legend(self.viewer, inputs["spacing"])}
-        worker = create_worker(compute_readout, inputs, *self._frames_and_body(), render, self.slices.overrides,
-                               _start_thread=False)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(lambda exc: self.status.setText(f"Error: {type(exc).__name__}: {exc}"))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
+        self.runner.start_read_only(self.readout_key.owner, READOUT_JOB, readout_job, inputs,
+                                    *self._frames_and_body(), render, self.slices.overrides,
+                                    on_result=self._on_result, on_error=self._on_error)
 
-    def _on_finished(self) -> None:
-        self._worker = None
-        if self._dirty:
+    def _on_job_progress(self, key, done: int, total: int, info: JobProgress) -> None:
+        if key == self.readout_key and info.message and done < total:
+            self.status.setText(f"{info.message}…")
+
+    def _on_job_finished(self, key, job: str, outcome: str) -> None:
+        if key == ReadOnlyKey(id(self), WARM_UP_JOB):
+            self.warmed_up = True
+        elif key == self.readout_key and self._dirty:
             self.compute()
+
+    def _on_error(self, outcome: str, error: BaseException) -> None:
+        """One line in the panel (and one notification for an unexpected error); a cancelled one is stale."""
+        if outcome == "cancelled":
+            return
+        self.n_computed += 1
+        msg = user_message(error)
+        self.status.setText(f"Error: {msg}")
+        if not isinstance(error, CardiacMotionError):
+            from napari.utils.notifications import show_error
+
+            show_error(f"Cardiac function: the read-out failed ({msg})")
 
     def _on_result(self, out) -> None:
         self.n_computed += 1
-        if isinstance(out, CardiacMotionError):
-            self.status.setText(f"Error: {out}")
-            return
         m, rendered = out
         self.measurements = m
         self._fill_table(m)
@@ -379,10 +384,14 @@ class FunctionWidget(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
         self._set_layer(None)
+        self._timer.stop()
+        self.runner.cancel(self.readout_key)
         ev = self.viewer.layers.events
         for emitter, cb in ((self.viewer.dims.events.current_step, self._update_markers),
-                            (ev.inserted, self._refresh_layers), (ev.removed, self._refresh_layers),
-                            (self._session_signal, self._on_session_changed)):
+                            (ev.inserted, self._refresh_layers_soon), (ev.removed, self._refresh_layers_soon),
+                            (self.session.changed, self._on_session_changed),
+                            (self.runner.progress, self._on_job_progress),
+                            (self.runner.finished, self._on_job_finished)):
             try:
                 if emitter is not None:
                     emitter.disconnect(cb)

@@ -264,8 +264,7 @@ class RunWidget(QWidget):
 
         started = self.session.runner.start(
             key, JOB, predict_job, snap, model_path, self.device_combo.currentText(), None if ed < 0 else ed,
-            arrow_mode, name=layer.name, on_result=land, on_error=self._on_error,
-            progress_label=f"Cardiac motion: {layer.name}")
+            arrow_mode, name=layer.name, on_result=land, on_error=self._on_error)
         if not started:
             return
         self._run_key = key

@@ -4,7 +4,7 @@ For each held-out cine the ED frame's ground truth is the only "correction"; the
 with :func:`napari_cardiac_motion.training.finetune.finetune` (held-out check on: see its docstring)
 and the ES segmentation of :func:`~napari_cardiac_motion.inference.predict_cine` (ED given; the ES
 labels are never shown to fine-tuning) is scored before and after (3D Dice per structure, one Dice:
-:func:`napari_cardiac_motion.evaluation.metrics.dice`). Per case it prints ES Dice before/after for
+:func:`napari_cardiac_motion.metrics.dice`). Per case it prints ES Dice before/after for
 LV/Myo/RV, the worst drop, the mean gain, which model the check kept (α: 0 = the starting model,
 1 = fine-tuned, between = blend) and the seconds fine-tuning took (wall, and CPU seconds of this
 process: with ``--threads 1`` the CPU seconds are what the wall time would be on a quiet core).
@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from napari_cardiac_motion.cine import Cine  # noqa: E402
 from napari_cardiac_motion.conventions import RV_BLOOD_POOL, STRUCTURE_KEYS, UNLABELLED  # noqa: E402
-from napari_cardiac_motion.evaluation.metrics import dice  # noqa: E402
+from napari_cardiac_motion.metrics import dice  # noqa: E402
 from napari_cardiac_motion.inference import predict_cine  # noqa: E402
 from napari_cardiac_motion.io import read_nifti, read_nifti_labels  # noqa: E402
 from napari_cardiac_motion.model import load_checkpoint  # noqa: E402

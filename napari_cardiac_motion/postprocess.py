@@ -306,3 +306,22 @@ def keep_largest_components(labels: np.ndarray, inplace: bool = False,
     """The default clean-up used by inference: :func:`clean_labels` with its defaults (the name is
     kept for its callers); ``dropped`` gathers the ``(frame, slice)`` pairs the valve rule emptied."""
     return clean_labels(labels, inplace=inplace, dropped=dropped)
+
+
+def clean_echo_labels(labels: np.ndarray, values: tuple[int, ...] = (1,), inplace: bool = False) -> np.ndarray:
+    """The echo clean-up: per frame and slice of ``(T, Z, Y, X)`` labels, keep only the largest connected
+    region (8-connected) of each label in ``values`` (default the LV cavity, 1); the rest of that label
+    becomes background. None of the MR anatomy rules (myocardial ring, valve slice, RV) apply to an
+    apical view. Its effect on the CAMUS validation views is measured in ``benchmarks/echo_benchmark.py``."""
+    from scipy import ndimage
+
+    out = labels if inplace else labels.copy()
+    for t in range(out.shape[0]):
+        for z in range(out.shape[1]):
+            frame = out[t, z]
+            for v in values:
+                comp, n = ndimage.label(frame == v, structure=np.ones((3, 3)))
+                if n > 1:
+                    sizes = np.bincount(comp.ravel())[1:]
+                    frame[(comp > 0) & (comp != 1 + int(np.argmax(sizes)))] = 0
+    return out

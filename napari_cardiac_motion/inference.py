@@ -154,8 +154,12 @@ def is_echo(description: ModelDescription | None) -> bool:
 def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | None, pixel_mm: float | None
                 ) -> Region:
     """The region an echo model runs on: the whole frame at the model's pixel size (``spacing_yx`` None: the
-    clip's own pixel grid), padded on the far side to a multiple of 16 (module docstring)."""
-    return whole_field_region(shape_yx, model_step(spacing_yx, pixel_mm), multiple=16)
+    clip's own pixel grid) from pixel (0, 0), up to and including the last row and column, padded on the
+    far side to a multiple of 16 (module docstring)."""
+    step = model_step(spacing_yx, pixel_mm)
+    size = tuple(int(math.ceil((int(math.ceil((n - 1) / s - 1e-6)) + 1) / 16) * 16) for n, s in zip(shape_yx, step))
+    return Region((0.0, 0.0), (float(step[0]), float(step[1])), (size[0], size[1]),
+                  (int(shape_yx[0]), int(shape_yx[1])))
 
 
 def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mode: str, largest_component: bool,

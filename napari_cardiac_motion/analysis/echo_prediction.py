@@ -78,6 +78,30 @@ def echo_measurements_for_prediction(result, cine, model_meta: dict | None = Non
     return _finite(out)
 
 
+def add_gls_from_flows(result: dict[str, Any], views: dict[str, EchoView], flows: dict[str, str | None],
+                       lv: int = 1) -> None:
+    """``measure-echo`` with motion files: fill the :func:`.echo.measure_echo` ``result["gls_percent"]`` (mean over the views with a flow file) and each view's strain curve
+    from the motion files (pull, frame t → ED; ED = the flow's zero frame; ES = the read-out's ES frame)."""
+    from ..io.nifti_motion import read_nifti_flow
+
+    values = []
+    for key, path in flows.items():
+        if not path:
+            continue
+        flow = read_nifti_flow(path)
+        view = views[key]
+        if flow.shape[1] != 1 or flow.shape[0] != view.labels.shape[0] or flow.shape[2:4] != view.labels.shape[1:]:
+            raise InputError(f"--{key}-flow {path} has shape {flow.shape[:4]} (T, Z, Y, X); it must be the motion "
+                             f"of the {key.upper()} labels {view.labels.shape} (T, Y, X) with one slice.")
+        g = gls_readout(view.labels, flow[:, 0], view.spacing, result["views"][key]["es_frame"], lv=lv)
+        result["views"][key].update(g)
+        values.append(g["gls_percent"])
+    if values:
+        result["gls_percent"] = round(float(np.mean(values)), 2)
+        result["gls_note"] = (f"mean of {len(values)} view(s): endocardial border (LV cavity border minus the "
+                              "mitral segment) carried by the motion, strain at ES")
+
+
 def _finite(v: Any) -> Any:
     """JSON-ready: NaN and infinities to None (recursively)."""
     if isinstance(v, dict):

@@ -1,0 +1,197 @@
+"""``predict --model echo`` end to end, the echo path of predict_cine, GLS from the motion, measure-echo with flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_cardiac_motion.analysis.echo_strain import (border_length_mm, endocardial_border, gls_readout,
+                                                        track_points)
+from napari_cardiac_motion.cli import main
+from napari_cardiac_motion.errors import CheckpointError
+from napari_cardiac_motion.io import read_nifti_flow
+from napari_cardiac_motion.model_description import ECHO_DEFAULT
+
+from conftest import tiny_net
+from test_echo_measure import half_ellipse_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMUS = ROOT.parent / "shared" / "data" / "echo" / "camus_fullres"
+ECHO_CKPT = ROOT / "napari_cardiac_motion" / "checkpoints" / "echo.pt"
+
+
+def scaled_clip(scales=(1.0, 0.92, 0.85), spacing=(0.3, 0.3)):
+    """Labels ``(T, Y, X)`` of a half-ellipse LV shrunk by ``scales[t]`` about the base midpoint, and the exact
+    pull motion ``(T, Y, X, 2)`` frame t → ED (``u_t(q) = (q − c)(1/s − 1)``, pixels)."""
+    labs, motion = [], []
+    lab0, (y0, x0) = half_ellipse_labels(40.0, 18.0, spacing=spacing, size=(200, 180))
+    c = np.array([y0 / spacing[0], x0 / spacing[1]])
+    yy, xx = np.mgrid[:200, :180].astype(np.float64)
+    for s in scales:
+        lab, _ = half_ellipse_labels(40.0 * s, 18.0 * s, spacing=spacing, size=(200, 180))
+        labs.append(lab)
+        motion.append(np.stack([(yy - c[0]) * (1 / s - 1), (xx - c[1]) * (1 / s - 1)], -1))
+    return np.stack(labs), np.stack(motion).astype(np.float32), lab0
+
+
+def test_gls_of_a_border_shrinking_by_a_known_fraction():
+    labels, motion, _ = scaled_clip()
+    g = gls_readout(labels, motion, (0.3, 0.3), es=2, ed=0)
+    # a uniform scaling by s shortens every curve by s: strain (s - 1) * 100
+    assert g["gls_percent"] == pytest.approx(-15.0, abs=1.0)
+    assert g["strain_curve_percent"][1] == pytest.approx(-8.0, abs=1.0)
+    assert g["strain_curve_percent"][0] == 0.0 and g["strain_reference_frame"] == 0
+    # ED is found as the motion's zero frame when not given
+    assert gls_readout(labels, motion, (0.3, 0.3), es=2)["gls_percent"] == g["gls_percent"]
+
+
+def test_endocardial_border_leaves_out_the_mitral_segment():
+    labels, motion, _ = scaled_clip()
+    b = endocardial_border(labels[0], (0.3, 0.3))
+    base_row = 0.75 * 200
+    # both ends on the mitral annulus (the base line, ~18 mm either side of the centre), the middle at the apex
+    assert abs(b[0, 0] - base_row) < 4 and abs(b[-1, 0] - base_row) < 4
+    assert abs(abs(b[0, 1] - b[-1, 1]) * 0.3 - 36.0) < 4.0
+    assert b[:, 0].min() < base_row - 40.0 / 0.3 + 5
+    # half-ellipse arc length (Ramanujan), not the closed loop
+    a, c = 40.0, 18.0
+    half = np.pi * (3 * (a + c) - np.sqrt((3 * a + c) * (a + 3 * c))) / 2
+    assert border_length_mm(b, (0.3, 0.3)) == pytest.approx(half, rel=0.05)
+    # the tracked border lies on frame 2's cavity border
+    q = track_points(b, motion[2])
+    assert np.abs(q[32] - (np.array([150.0, 90.0]) + (b[32] - [150.0, 90.0]) * 0.85)).max() < 1.0
+
+
+def write_clip(path: Path, t_n: int = 5, four_d: bool = False, spacing: float = 0.5) -> np.ndarray:
+    """A synthetic echo clip (an LV-like dark cavity in a bright wall) as NIfTI ``(X, Y, T)`` or ``(X, Y, 1, T)``."""
+    yy, xx = np.mgrid[:96, :80].astype(np.float32)
+    frames = []
+    for t in range(t_n):
+        r = np.hypot((yy - 50) / (30 - 2 * t), (xx - 40) / 14)
+        frames.append(np.where(r < 1, 20.0, np.where(r < 1.4, 200.0, 60.0)) + t)
+    arr = np.stack(frames, -1).transpose(1, 0, 2)  # (X, Y, T)
+    if four_d:
+        arr = arr[:, :, None, :]
+    img = nib.Nifti1Image(arr.astype(np.float32), np.diag([spacing, spacing, 1.0, 1.0]))
+    img.header.set_zooms((spacing, spacing, 1.0) + ((1.0,) if four_d else ()))
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(path))
+    return arr
+
+
+@pytest.fixture(scope="module")
+def echo_tiny(tmp_path_factory):
+    """A tiny random-weight network with the echo description (modality US, 1 mm pixels) that labels most
+    pixels LV cavity, and a small motion."""
+    import torch
+
+    from napari_cardiac_motion.model import save_checkpoint
+
+    torch.manual_seed(0)
+    net = tiny_net(max_flow=4.0, pixel_mm=1.0)
+    with torch.no_grad():
+        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+        net.flow_out.bias.fill_(0.05)
+    meta = {"name": "tiny-echo", "version": "0", **ECHO_DEFAULT.to_metadata()}
+    return save_checkpoint(net, tmp_path_factory.mktemp("echo") / "tiny_echo.pt", meta)
+
+
+@pytest.mark.parametrize("four_d", [False, True])
+def test_predict_echo_plumbing_keeps_the_input_layout(tmp_path, echo_tiny, four_d):
+    src = tmp_path / "clip_4CH.nii.gz"
+    arr = write_clip(src, four_d=four_d)
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--out", str(out), "--model", str(echo_tiny), "--device", "cpu"]) == 0
+    lab = nib.load(out / "labels.nii.gz")
+    assert lab.shape == arr.shape and lab.get_data_dtype() == np.uint8
+    x, y, t = arr.shape[0], arr.shape[1], arr.shape[-1]
+    flow = read_nifti_flow(out / "flow.nii.gz")
+    assert flow.shape == (t, 1, y, x, 2)
+    res = json.loads((out / "result.json").read_text())
+    assert res["modality"] == "US" and res["model"]["modality"] == "US"
+    assert res["classes"]["3"] == "left atrium" and res["spacing_known"] is True
+    assert res["qc"] is None and "MR" in res["qc_note"] and not (out / "qc.json").exists()
+    # the whole frame at the model's 1 mm: 0.5 mm pixels -> 2 input pixels per model pixel, no heart finding
+    assert res["region"]["found"] == "whole frame (echo)" and res["region"]["whole_slice"]
+    assert res["region"]["model_pixel_mm_yx"] == [1.0, 1.0]
+    assert res["motion"]["refine"]["closed_cycle"] is False
+    assert not flow[res["ed_frame"]].any()
+    meas = json.loads((out / "measurements.json").read_text())
+    assert meas["modality"] == "US" and meas["ed_frame"] == res["ed_frame"] and meas["view"] == "a4c"
+    assert "lv_ef_percent" in meas and "gls_percent" in meas and "rv_edv_ml" not in meas
+
+
+def test_predict_mr_model_keeps_the_mr_path(tmp_path, model_path):
+    """A checkpoint without a description (MR) on an echo clip forced to 2D+t: the MR read-out, QC run."""
+    src = tmp_path / "clip.nii.gz"
+    write_clip(src)
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--out", str(out), "--model", str(model_path), "--layout", "2d+t"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["qc"] is not None and res["qc_note"] is None and res["region"]["found"] != "whole frame (echo)"
+    assert "lv_mass_g" in json.loads((out / "measurements.json").read_text())
+    assert nib.load(out / "labels.nii.gz").ndim == 4
+
+
+def test_model_names_resolve_and_a_missing_echo_model_is_one_line(tmp_path, monkeypatch, capsys):
+    from napari_cardiac_motion import model_store
+    from napari_cardiac_motion.model import default_checkpoint_path
+
+    assert model_store.resolve_model(None) == default_checkpoint_path() == model_store.resolve_model("default")
+    assert model_store.resolve_model(str(tmp_path / "m.pt")) == tmp_path / "m.pt"
+    monkeypatch.setattr(model_store, "shipped_model_path", lambda name: tmp_path / "nothing" / f"{name}.pt")
+    with pytest.raises(CheckpointError, match="echo model is not installed"):
+        model_store.resolve_model("echo")
+    src = tmp_path / "clip.nii.gz"
+    write_clip(src)
+    assert main(["predict", str(src), "--out", str(tmp_path / "o"), "--model", "echo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "echo model is not installed" in err and len(err.splitlines()) == 1
+
+
+def test_measure_echo_fills_gls_from_flow_files(tmp_path):
+    from napari_cardiac_motion.io import write_nifti_flow
+
+    labels, motion, _ = scaled_clip()
+    aff = np.diag([0.3, 0.3, 1.0, 1.0])
+    lab_path = tmp_path / "labels.nii.gz"
+    img = nib.Nifti1Image(labels.transpose(2, 1, 0), aff)
+    img.header.set_zooms((0.3, 0.3, 1.0))
+    nib.save(img, str(lab_path))
+    write_nifti_flow(tmp_path / "flow.nii.gz", motion[:, None], aff, (1.0, 0.3, 0.3))
+    out = tmp_path / "m"
+    assert main(["measure-echo", "--a4c", str(lab_path), "--a4c-flow", str(tmp_path / "flow.nii.gz"),
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "measurements.json").read_text())
+    assert m["gls_percent"] == pytest.approx(-15.0, abs=1.0) and m["views"]["a4c"]["es_frame"] == 2
+    assert len(m["views"]["a4c"]["strain_curve_percent"]) == 3
+    assert main(["measure-echo", "--a2c-flow", str(tmp_path / "flow.nii.gz"), "--a4c", str(lab_path),
+                 "--out", str(out)]) == 2
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.mark.skipif(not CAMUS.is_dir(), reason="shared CAMUS data not found beside the repository")
+@pytest.mark.skipif(not ECHO_CKPT.exists(), reason="the shipped echo checkpoint is not in this checkout")
+def test_predict_echo_on_a_real_camus_clip(tmp_path):
+    """A validation patient's full-resolution 2CH half cycle (never trained on) through predict --model echo."""
+    folder = CAMUS / "patient0015"
+    src = folder / "patient0015_2CH_seq.nii.gz"
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--out", str(out), "--model", "echo", "--device", "cpu"]) == 0
+    lab = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
+    gt = np.asarray(nib.load(folder / "patient0015_2CH_seq_gt.nii.gz").dataobj)
+    assert lab.shape == gt.shape == nib.load(src).shape
+    lv = [dice(lab[..., t] == 1, gt[..., t] == 1) for t in range(gt.shape[-1])]
+    # measured with echo-joint-v1 (1,500 steps): mean 0.88, frames 0.85-0.93; floors 0.15 below
+    assert np.mean(lv) > 0.73 and min(lv) > 0.7
+    m = json.loads((out / "measurements.json").read_text())
+    assert np.isfinite(m["lv_ef_percent"]) and 20 < m["lv_ef_percent"] < 80
+    assert m["gls_percent"] is not None and -35 < m["gls_percent"] < -5
+    assert m["view"] == "a2c" and m["lv_edv_ml"] > m["lv_esv_ml"] > 0

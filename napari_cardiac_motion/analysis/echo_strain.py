@@ -8,7 +8,10 @@ t → ED: the tissue at ``q`` in frame t sat at ``q + u_t(q)`` at ED; ``u_ED = 0
    holes filled) ordered by angle around the cavity's centroid, minus the mitral segment: the border is cut
    at the two mitral-annulus points of :func:`.echo.view_geometry` (the ends of the cavity border that
    does not touch the myocardium) and the arc through the apex is kept. It is smoothed (moving average of
-   :data:`SMOOTH_PX` pixels) and re-sampled to :data:`N_POINTS` points evenly spaced along it.
+   :data:`SMOOTH_PX` pixels) and re-sampled to :data:`N_POINTS` points evenly spaced along it. Chords of
+   about 1 cm make the length robust to the motion's pixel-scale jitter: with 64 points, patient0015 4CH's
+   tracked border (a medium-quality clip) came out up to 13 % *longer* in systolic frames where the
+   17-point border is 14-22 % shorter; on patient0015 2CH (good quality) both agree within 1.5 points.
 2. **The border in frame t** (:func:`track_points`): the positions ``q`` with ``q + u_t(q) = p`` for every
    ED point ``p``: every pixel ``q`` is mapped forward to ``q + u_t(q)`` and ``p`` takes the mean of the
    :data:`NEIGHBOURS` pixels mapped nearest to it (weights 1/distance). The fixed-point iteration
@@ -29,8 +32,9 @@ import numpy as np
 from ..errors import InputError
 from .echo import LEFT_ATRIUM, LV_CAVITY, LV_MYOCARDIUM, cavity_mask, view_geometry
 
-#: points of the tracked border; moving-average window (border pixels) that smooths the pixel staircase
-N_POINTS = 64
+#: points of the tracked border (16 chords of about 1 cm on an adult LV, as speckle tracking's segments);
+#: moving-average window (border pixels) that smooths the pixel staircase at ED
+N_POINTS = 17
 SMOOTH_PX = 5
 #: grid pixels averaged per point by the inversion ``q + u_t(q) = p``
 NEIGHBOURS = 4

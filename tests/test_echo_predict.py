@@ -195,3 +195,45 @@ def test_predict_echo_on_a_real_camus_clip(tmp_path):
     assert np.isfinite(m["lv_ef_percent"]) and 20 < m["lv_ef_percent"] < 80
     assert m["gls_percent"] is not None and -35 < m["gls_percent"] < -5
     assert m["view"] == "a2c" and m["lv_edv_ml"] > m["lv_esv_ml"] > 0
+
+
+def test_function_panel_readout_of_an_echo_result():
+    """The "Cardiac function" panel's worker body on an echo model's labels and motion: EDV, ESV, EF, GLS and
+    the curves, no MR rows."""
+    pytest.importorskip("qtpy")
+    from napari_cardiac_motion.analysis.report import measures_table
+    from napari_cardiac_motion.widgets._function_context import compute_readout, hide_row
+
+    labels, motion, _ = scaled_clip()
+    inputs = {"labels": labels[:, None], "motion": motion[:, None], "motion_ed": 0, "spacing": (1.0, 0.3, 0.3),
+              "interval": 40.0, "affine": None, "model": {"name": "echo"}, "input": "clip",
+              "description": ECHO_DEFAULT, "spacing_known": True}
+    out = compute_readout(inputs, None, None, None, None, {"width_px": 300, "height_px": 300})
+    m, rendered = out
+    assert m["gls_percent"] == pytest.approx(-15.0, abs=1.0) and m.ed_frame == 0 and m.es_frame == 2
+    # the CAMUS length rule keeps one disc height for ED and ES: the volume ratio is that of the diameters²
+    assert m["lv_ef_percent"] == pytest.approx(100 * (1 - 0.85 ** 2), abs=2.0)
+    assert m["lv_edv_ml"] > m["lv_esv_ml"] > 0 and np.all(np.isfinite(m.lv_volume_ml))
+    assert m.longitudinal_strain_percent.shape == (3,) and rendered.rgba.shape[-1] == 4
+    shown = [k for k, v, _, _ in measures_table(m) if not hide_row(m, k, v)]
+    assert {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "gls_percent"} <= set(shown)
+    assert not {"rv_edv_ml", "lv_mass_g", "peak_radial_strain_percent"} & set(shown)
+    d = m.to_dict()
+    assert d["gls_percent"] == m["gls_percent"] and len(d["longitudinal_strain_percent"]) == 3
+
+
+def test_run_panel_offers_the_echo_model(make_napari_viewer, qtbot, monkeypatch, tmp_path):
+    pytest.importorskip("qtpy")
+    from napari_cardiac_motion import model_store
+    from napari_cardiac_motion.widgets import run_widget as rw
+
+    monkeypatch.setattr(model_store, "shipped_model_path", lambda name: tmp_path / f"{name}.pt")
+    widget = rw.RunWidget(make_napari_viewer())
+    qtbot.waitUntil(lambda: widget.warmed_up, timeout=60_000)  # its warm-up worker, before the viewer closes
+    assert widget.model_combo.findData("echo") < 0  # not installed: not offered
+    (tmp_path / "echo.pt").write_bytes(b"x")
+    widget.refresh_models()
+    assert widget.model_combo.itemText(widget.model_combo.findData("echo")) == rw.ECHO_MODEL_LABEL
+    widget.set_model_path("echo")
+    assert widget.model_path() == "echo"
+    assert model_store.resolve_model(widget.model_path()) == tmp_path / "echo.pt"

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..model_description import ModelDescription
+from ..model_description import ECHO_DEFAULT, ModelDescription
 from .echo import EchoView, measure_echo
 from .echo_strain import gls_readout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .measurements import Measurements
 
 
 def view_from_name(name: str | None) -> str | None:
@@ -100,6 +103,65 @@ def add_gls_from_flows(result: dict[str, Any], views: dict[str, EchoView], flows
         result["gls_percent"] = round(float(np.mean(values)), 2)
         result["gls_note"] = (f"mean of {len(values)} view(s): endocardial border (LV cavity border minus the "
                               "mitral segment) carried by the motion, strain at ES")
+
+
+def single_plane_curve_ml(labels: np.ndarray, spacing_yx: tuple[float, float], lv: int = 1, myo: int = 2,
+                          la: int = 3) -> np.ndarray:
+    """``(T,)`` single-plane Simpson volume (ml) of every frame of ``(T, Y, X)`` labels, each with its own long
+    axis (NaN where a frame has no LV cavity)."""
+    from .echo import view_geometry
+
+    out = np.full(labels.shape[0], np.nan)
+    for t, frame in enumerate(labels):
+        try:
+            out[t] = view_geometry(frame, spacing_yx, lv, myo, la).single_plane_ml()
+        except InputError:
+            pass
+    return out
+
+
+def echo_measurements(labels: np.ndarray, motion: np.ndarray | None, spacing: tuple[float, float, float],
+                      frame_interval_ms: float, ed: int | None, es: int | None, model: dict[str, Any] | None = None,
+                      input: str | None = None, description: ModelDescription | None = None,  # noqa: A002
+                      spacing_known: bool = True) -> "Measurements":
+    """The echo read-out of a one-slice clip as a :class:`.measurements.Measurements` (the "Cardiac function"
+    panel's table, curves and exports): labels ``(T, 1, Y, X)``, motion ``(T, 1, Y, X, 2)`` or None, spacing
+    ``(dz, dy, dx)`` mm. Scalars: LV EDV/ESV/SV/EF (single-plane Simpson), GLS and the ED/ES frames; the LV
+    curve is each frame's single-plane volume; ``longitudinal_strain_percent`` the GLS curve. ED defaults to
+    the largest LV cavity (the motion's frame when motion is given), ES to the smallest."""
+    from .measurements import SCALAR_MEASURES, Measurements
+
+    lab = np.asarray(labels)[:, 0]
+    n_t = lab.shape[0]
+    lv_value = description.value_of("LV") if description is not None else 1
+    area = np.array([(f == (lv_value or 1)).sum() for f in lab], float)
+    ed = int(np.argmax(area)) if ed is None else int(ed)
+    es = int(np.argmin(area)) if es is None else int(es)
+    mot = None if motion is None else np.asarray(motion)[:, 0]
+    if mot is not None and np.abs(mot[ed]).max() > 0:  # GLS needs the motion's own reference frame as ED
+        mot = None
+    out = echo_readout(lab, mot, (spacing[1], spacing[2]), ed, es, spacing_known, None, description)
+    edv, esv = out.get("lv_edv_ml"), out.get("lv_esv_ml")
+    scalars: dict[str, Any] = {k: None for k in SCALAR_MEASURES}
+    scalars.update(lv_edv_ml=edv, lv_esv_ml=esv, lv_sv_ml=None if edv is None else round(edv - esv, 2),
+                   lv_ef_percent=out.get("lv_ef_percent"), gls_percent=out.get("gls_percent"), ed_frame=ed,
+                   es_frame=es)
+    time_ms = np.arange(n_t) * frame_interval_ms if frame_interval_ms > 0 else None
+    if time_ms is not None:
+        scalars.update(ed_time_ms=float(time_ms[ed]), es_time_ms=float(time_ms[es]))
+    curve = single_plane_curve_ml(lab, (spacing[1], spacing[2])) if spacing_known else np.full(n_t, np.nan)
+    gls = out.get("strain_curve_percent")
+    notes = [out["method"]] if "method" in out else []
+    if mot is None and motion is not None:
+        notes.append("GLS needs the motion of the model that made these labels, with ED as its reference frame")
+    empty = np.zeros((n_t, 1))
+    return Measurements(scalars=scalars, lv_volume_ml=curve, rv_volume_ml=np.zeros(n_t), myo_volume_ml=np.zeros(n_t),
+                        time_ms=time_ms, slice_area_mm2={"lv": area[:, None] * np.prod(spacing[1:]), "myo": empty,
+                                                         "rv": empty},
+                        spacing_mm=tuple(float(s) for s in spacing), frame_interval_ms=frame_interval_ms,
+                        model=dict(model or {}), input=input, notes=notes,
+                        description=description or ECHO_DEFAULT,
+                        longitudinal_strain_percent=None if gls is None else np.asarray(gls, float))
 
 
 def _finite(v: Any) -> Any:

@@ -36,7 +36,7 @@ from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
 from ._curves_canvas import CurvesCanvas, warm_up
-from ._function_context import (DISPLAY_NAMES, STRAIN_HELP, STRAIN_MEASURES, compute_readout,
+from ._function_context import (DISPLAY_NAMES, STRAIN_HELP, STRAIN_MEASURES, compute_readout, hide_row,
                                 inputs_from_layers, motion_legend)
 from ._function_export import ExportControls
 from ._session import unwrap
@@ -296,10 +296,10 @@ class FunctionWidget(QWidget):
         self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""
         self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
-                            f"{'' if m.strain is not None else '; no motion: strain not available'}{note}")
+                            f"{'' if m.strain is not None or m.longitudinal_strain_percent is not None else '; no motion: strain not available'}{note}")
 
     def _fill_table(self, m: Measurements) -> None:
-        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not (v == "—" and "index" in k)]
+        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not hide_row(m, k, v)]
         self.table.setRowCount(len(rows))
         for i, (key, value, unit, help_) in enumerate(rows):
             if key in STRAIN_MEASURES:

@@ -184,7 +184,7 @@ def mae(pairs) -> str:
 def print_tables(rows: list[dict], bi: list[dict]) -> None:
     """The figures (module docstring)."""
     val = [r for r in rows if r["val"]]
-    print(f"\nDice on the validation views (predict path, input grid); clean = shipped echo clean-up, raw = without")
+    print("\nDice on the validation views (predict path, input grid); clean = shipped echo clean-up, raw = without")
     for src in ("fullres", "edes224"):
         rs = [r for r in val if r["source"] == src]
         if not rs:
@@ -206,16 +206,19 @@ def print_tables(rows: list[dict], bi: list[dict]) -> None:
               f"MAE {mae(b)}  " + ", ".join(f"{x['patient']} {x['ef']} vs {x['ref_ef']}" for x in bi
                                           if x["val"] == flag and x["source"] == "fullres"))
     e224 = [r for r in val if r["source"] == "edes224"]
-    print(f"  camus_edes224 validation: single-plane vs the manual labels' MAE {mae([(r.get('ef_single'), r.get('ef_single_gt')) for r in e224])}; "
+    single = [(r.get("ef_single"), r.get("ef_single_gt")) for r in e224]
+    print(f"  camus_edes224 validation: single-plane vs the manual labels' MAE {mae(single)}; "
           f"biplane vs manual MAE {mae([(x['ef'], x['ef_gt']) for x in bi if x['source'] == 'edes224'])}")
     g = [r["gls"] for r in val if r.get("gls") is not None]
-    gp = [(r.get("gls"), r.get("gls_label_proxy")) for r in val]
+    gp = [(a, b) for a, b in ((r.get("gls"), r.get("gls_label_proxy")) for r in val) if a is not None and b is not None]
+    r_gp = np.corrcoef([a for a, _ in gp], [b for _, b in gp])[0, 1] if len(gp) > 2 else float("nan")
     print(f"\nGLS from the motion (validation views): mean {np.mean(g):.1f} %, SD {np.std(g):.1f}, range "
           f"{np.min(g):.1f} to {np.max(g):.1f} (n={len(g)}); vs the manual-border length change: MAE {mae(gp)}, "
-          f"r = {np.corrcoef([a for a, b in gp if a is not None and b is not None], [b for a, b in gp if a is not None and b is not None])[0, 1]:.2f}")
+          f"r = {r_gp:.2f}")
     for r in val:
         if r["source"] == "fullres":
-            print(f"  {r['name']}: GLS {r.get('gls')} % (manual-border proxy {r.get('gls_label_proxy', float('nan')):.1f} %)")
+            proxy = r.get("gls_label_proxy", float("nan"))
+            print(f"  {r['name']}: GLS {r.get('gls')} % (manual-border proxy {proxy:.1f} %)")
     errs = [r for r in rows if "error" in r]
     if errs:
         print(f"\n{len(errs)} views without a read-out: " + "; ".join(f"{r['name']}: {r['error']}" for r in errs[:5]))

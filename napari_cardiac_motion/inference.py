@@ -163,14 +163,25 @@ def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | Non
 
 
 def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mode: str, largest_component: bool,
-              emptied: list[tuple[int, int]], qc_result: QCResult | None) -> dict[str, Any]:
-    """``InferenceResult.metadata`` (see there)."""
-    return {"region": dict(region, found=how), "tta": bool(tta), "motion": {"mode": motion_mode, "refine": refine},
+              emptied: list[tuple[int, int]], qc_result: QCResult | None, echo: bool = False) -> dict[str, Any]:
+    """``InferenceResult.metadata`` (see there); an echo prediction adds ``modality``, ``qc_note`` and ``clean_up``."""
+    extra = {"modality": "US", "qc_note": ECHO_QC_NOTE,
+             "clean_up": ECHO_CLEAN_NOTE if largest_component else None} if echo else {}
+    return {**extra, "region": dict(region, found=how), "tta": bool(tta),
+            "motion": {"mode": motion_mode, "refine": refine},
             "largest_component": bool(largest_component),
             # (frame, slice) pairs whose blood pool the clean-up's valve rule emptied (less than half a
             # ring of myocardium: the atrium, not the ventricle)
             "valve_slices_emptied": sorted({(int(t), int(z)) for t, z in emptied}),
             "qc": qc_result.summary() if qc_result is not None else None}
+
+
+def _region(data: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
+            device: torch.device, use_amp: bool, window: tuple[float, float], echo: bool) -> tuple[Region, str]:
+    """The processed region and how it was found: the whole frame for echo, else :func:`plan_region`."""
+    if echo:
+        return echo_region(data.shape[-2:], spacing_yx, getattr(model.config, "pixel_mm", None)), "whole frame (echo)"
+    return plan_region(data, model, spacing_yx, device, use_amp, window)
 
 
 def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]],
@@ -225,16 +236,13 @@ def predict_cine(
             ``None`` = the default settings, ``RefineSettings(steps=0)`` = off.
         qc: score every (frame, slice) for quality control (:mod:`.qc`; the soft-max evidence is summed
             inside the segmenting pass) into ``result.qc``.
-        description: what the model segments (:func:`.model_description.describe` of its metadata); a
-            ``"US"`` model takes the echo path (module docstring); ``None`` = MR.
+        description: what the model segments (``describe(metadata)``); ``"US"``: the echo path (module doc).
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
     t0 = time.perf_counter()
-    if isinstance(cine, Cine):
-        data, spacing = cine.data, cine.spacing if spacing is None else spacing
-    else:
-        data = validate_cine_array(cine)
+    data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)
+                     else (validate_cine_array(cine), spacing))
     n_t, n_z, h, w = data.shape
     if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
         raise InputError(f"ED frame {ed_frame} is out of range: the cine has frames 0–{n_t - 1}.")
@@ -246,20 +254,14 @@ def predict_cine(
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
     echo = is_echo(description)
-    if region is not None:
-        how = "given"
-    elif echo:
-        region, how = echo_region((h, w), spacing_yx, getattr(model.config, "pixel_mm", None)), "whole frame (echo)"
-    else:
-        region, how = plan_region(data, model, spacing_yx, dev, use_amp, window)
-    refine = (RefineSettings(closed_cycle=not echo) if refine is None else refine)
-    qc = qc and not echo
+    region, how = _region(data, model, spacing_yx, dev, use_amp, window, echo) if region is None else (region, "given")
+    refine = RefineSettings(closed_cycle=not echo) if refine is None else refine
     # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)
     qc_pixel = spacing_yx or (float(getattr(model.config, "pixel_mm", None) or 1.0),) * 2
     runner = CineRunner(data, model, dev, region, window, n_passes=1 if ed_frame is not None else 2,
                         sub=max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16))), tta=tta,
-                        motion_mode=motion_mode, refine=refine, qc=qc, qc_pixel=qc_pixel, progress=progress,
-                        cancel=cancel)
+                        motion_mode=motion_mode, refine=refine, qc=qc and not echo, qc_pixel=qc_pixel,
+                        progress=progress, cancel=cancel)
     emptied: list[tuple[int, int]] = []  # (frame, slice) pairs the clean-up's valve rule emptied
     with torch.inference_mode(), autocast_for(dev, use_amp):
         ed = runner.run_passes(slice_chunks(n_z, n_t, max_frames), ed_frame,
@@ -270,8 +272,6 @@ def predict_cine(
     qc_result = None if runner.evidence is None else assess(
         labels, motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
     meta = _metadata(region.to_dict(spacing_yx), how, tta, refine.to_dict() if runner.do_refine else None,
-                     motion_mode, largest_component, emptied, qc_result)
-    if echo:
-        meta.update(modality="US", qc_note=ECHO_QC_NOTE, clean_up=ECHO_CLEAN_NOTE if largest_component else None)
+                     motion_mode, largest_component, emptied, qc_result, echo)
     return InferenceResult(labels=labels, motion=motion, ed_frame=ed, es_frame=es, lv_volume_voxels=lv,
                            device=str(dev), seconds=time.perf_counter() - t0, metadata=meta, qc=qc_result)

@@ -54,13 +54,15 @@ def echo_readout(labels: np.ndarray, motion: np.ndarray | None, spacing_yx: tupl
     if motion is not None and labels.shape[0] > 1:
         try:
             out.update(gls_readout(labels, motion, spacing_yx, int(es), int(ed), **keys))
-            out["gls_note"] = None if spacing_known else "strain is a ratio: exact without a pixel size for square pixels"
+            out["gls_note"] = (None if spacing_known
+                               else "strain is a ratio: exact without a pixel size for square pixels")
         except InputError as exc:
             out["gls_note"] = f"not computed: {exc}"
     return out
 
 
-def echo_measurements_for_prediction(result, cine, model_meta: dict | None = None, input: str | None = None,  # noqa: A002
+def echo_measurements_for_prediction(result, cine, model_meta: dict | None = None,
+                                     input: str | None = None,  # noqa: A002
                                      description: ModelDescription | None = None) -> dict[str, Any]:
     """The echo ``measurements.json`` of an :class:`~..inference.InferenceResult` on its one-slice
     :class:`~..cine.Cine` (``(T, 1, Y, X)``): :func:`echo_readout` plus model, input and the frame times."""
@@ -83,8 +85,9 @@ def echo_measurements_for_prediction(result, cine, model_meta: dict | None = Non
 
 def add_gls_from_flows(result: dict[str, Any], views: dict[str, EchoView], flows: dict[str, str | None],
                        lv: int = 1) -> None:
-    """``measure-echo`` with motion files: fill the :func:`.echo.measure_echo` ``result["gls_percent"]`` (mean over the views with a flow file) and each view's strain curve
-    from the motion files (pull, frame t → ED; ED = the flow's zero frame; ES = the read-out's ES frame)."""
+    """``measure-echo`` with motion files: fill the :func:`.echo.measure_echo` ``result["gls_percent"]`` (mean over
+    the views with a flow file) and each view's strain curve from the motion files (pull, frame t → ED; ED = the
+    flow's zero frame; ES = the read-out's ES frame)."""
     from ..io.nifti_motion import read_nifti_flow
 
     values = []

@@ -29,7 +29,8 @@ DISPLAY_NAMES = {
     "lv_esv_index_ml_m2": "LV ESV index", "lv_sv_index_ml_m2": "LV SV index", "rv_edv_index_ml_m2": "RV EDV index",
     "rv_esv_index_ml_m2": "RV ESV index", "lv_mass_index_g_m2": "LV mass index",
     "peak_radial_strain_percent": "peak radial strain", "peak_circumferential_strain_percent": "peak circ. strain",
-    "gls_percent": "GLS", "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
+    "gls_percent": "GLS",
+    "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
 }
 
 #: which strain the panel shows (the curves' tooltip and the peak strain rows' help)

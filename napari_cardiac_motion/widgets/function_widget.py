@@ -295,8 +295,9 @@ class FunctionWidget(QWidget):
         self.canvas.set_rendered(rendered)
         self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""
+        strain = m.strain is not None or m.longitudinal_strain_percent is not None  # MR or echo (GLS)
         self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
-                            f"{'' if m.strain is not None or m.longitudinal_strain_percent is not None else '; no motion: strain not available'}{note}")
+                            f"{'' if strain else '; no motion: strain not available'}{note}")
 
     def _fill_table(self, m: Measurements) -> None:
         rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not hide_row(m, k, v)]

@@ -75,7 +75,7 @@ def predict(path_or_frames, model, description, spacing=None):
         r = predict_cine(data, model, device="cpu", description=description, largest_component=False,
                          spacing=spacing)
     raw = r.labels[:, 0]
-    clean = clean_echo_labels(r.labels, (1,))[:, 0]
+    clean = clean_echo_labels(r.labels)[:, 0]
     lv = np.array([(f == 1).sum() for f in clean])  # ED/ES as the shipped path picks them (after clean-up)
     return raw, clean, r.motion[:, 0], int(np.argmax(lv)), int(np.argmin(lv)), r.seconds
 

@@ -143,7 +143,8 @@ def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[f
 #: ``metadata["qc_note"]`` of an echo prediction
 ECHO_QC_NOTE = "quality control skipped: its scores are calibrated on short-axis MR only"
 #: ``metadata["clean_up"]`` of an echo prediction
-ECHO_CLEAN_NOTE = "echo: per frame only the largest connected region of the LV cavity is kept"
+ECHO_CLEAN_NOTE = ("echo: per frame one connected region of the LV cavity is kept (of those at least a quarter of "
+                   "the largest, the one most ringed by myocardium)")
 
 
 def is_echo(description: ModelDescription | None) -> bool:
@@ -190,8 +191,8 @@ def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]
     if not largest_component:
         return None
     if echo:
-        lv = description.value_of("LV") if description is not None else None
-        return lambda lab: clean_echo_labels(lab, (lv or 1,), inplace=True)
+        lv, myo = (description.value_of(k) if description is not None else None for k in ("LV", "Myo"))
+        return lambda lab: clean_echo_labels(lab, lv or 1, myo or 2, inplace=True)
     return lambda lab: keep_largest_components(lab, inplace=True, dropped=emptied)
 
 

@@ -237,3 +237,19 @@ def test_run_panel_offers_the_echo_model(make_napari_viewer, qtbot, monkeypatch,
     widget.set_model_path("echo")
     assert widget.model_path() == "echo"
     assert model_store.resolve_model(widget.model_path()) == tmp_path / "echo.pt"
+
+
+def test_echo_clean_up_keeps_the_cavity_ringed_by_myocardium():
+    """Two "LV cavity" regions: a larger one without a wall (the RV of a 4-chamber view, mislabelled) and the
+    true LV inside a myocardial ring; specks go too."""
+    from napari_cardiac_motion.postprocess import clean_echo_labels
+
+    lab = np.zeros((1, 1, 80, 100), np.uint8)
+    lab[0, 0, 10:60, 55:85] = 2
+    lab[0, 0, 14:60, 59:81] = 1  # LV: 46 x 22, ringed by myocardium except at the base
+    lab[0, 0, 20:75, 5:45] = 1  # RV-like: 55 x 40, larger, no wall
+    lab[0, 0, 2:4, 50:52] = 1  # speck
+    out = clean_echo_labels(lab)
+    assert (out[0, 0, 14:60, 59:81] == 1).all() and not (out[0, 0, :, :50] == 1).any()
+    assert not (out[0, 0, 2:4, 50:52] == 1).any() and (out == 2).sum() == (lab == 2).sum()
+    assert clean_echo_labels(lab, inplace=True) is lab

@@ -197,11 +197,11 @@ def test_predict_echo_on_a_real_camus_clip(tmp_path):
     assert m["view"] == "a2c" and m["lv_edv_ml"] > m["lv_esv_ml"] > 0
 
 
-def test_function_panel_readout_of_an_echo_result():
+def test_function_panel_readout_of_an_echo_result(tmp_path):
     """The "Cardiac function" panel's worker body on an echo model's labels and motion: EDV, ESV, EF, GLS and
     the curves, no MR rows."""
     pytest.importorskip("qtpy")
-    from napari_cardiac_motion.analysis.report import measures_table
+    from napari_cardiac_motion.analysis.report import export_all, measures_table
     from napari_cardiac_motion.widgets._function_context import compute_readout, hide_row
 
     labels, motion, _ = scaled_clip()
@@ -220,6 +220,8 @@ def test_function_panel_readout_of_an_echo_result():
     assert not {"rv_edv_ml", "lv_mass_g", "peak_radial_strain_percent"} & set(shown)
     d = m.to_dict()
     assert d["gls_percent"] == m["gls_percent"] and len(d["longitudinal_strain_percent"]) == 3
+    written = export_all(m, tmp_path)  # the panel's Export: every file written for an echo read-out too
+    assert json.loads(written["json"].read_text())["gls_percent"] == m["gls_percent"]
 
 
 def test_run_panel_offers_the_echo_model(make_napari_viewer, qtbot, monkeypatch, tmp_path):

@@ -49,6 +49,9 @@ def echo_readout(labels: np.ndarray, motion: np.ndarray | None, spacing_yx: tupl
                   spacing_known)
     out = measure_echo(**{key: ev}, **keys)
     out["view"] = key if view else "unknown (single plane; the file name does not say 2CH or 4CH)"
+    if out.get("lv_ef_percent") is not None and out["lv_ef_percent"] < 0:
+        out["warning"] = ("the ES volume exceeds the ED volume (the ED frame has the larger cavity area but the "
+                          "smaller Simpson volume): implausible labels; check them before using the EF")
     out["lv_area_mm2" if spacing_known else "lv_area_px"] = [
         round(float((f == keys["lv"]).sum() * np.prod(spacing_yx)), 2) for f in labels]
     if motion is not None and labels.shape[0] > 1:

@@ -153,6 +153,17 @@ def test_model_names_resolve_and_a_missing_echo_model_is_one_line(tmp_path, monk
     assert "echo model is not installed" in err and len(err.splitlines()) == 1
 
 
+
+def test_predict_echo_refuses_a_multi_slice_cine(tmp_path, echo_tiny, capsys):
+    from napari_cardiac_motion._sample_data import sample_cine_path
+
+    args = ["predict", str(sample_cine_path()), "--out", str(tmp_path / "o"), "--model", str(echo_tiny)]
+    assert main(args) == 2  # an echo model reads a 3D/4D file as 2D+t: the reader refuses X×Y×Z×T
+    assert "2D+t image is X×Y×T" in capsys.readouterr().err
+    assert main(args + ["--layout", "volume"]) == 2  # read as a volume cine: the echo model refuses Z > 1
+    assert "one apical 2D+t clip" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_measure_echo_fills_gls_from_flow_files(tmp_path):
     from napari_cardiac_motion.io import write_nifti_flow
 

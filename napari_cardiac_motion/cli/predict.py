@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if layout == "auto":
         layout = layout_for_modality(description.modality)
     cine = read_cine(args.input, layout=layout)
+    if echo and cine.shape[1] != 1:
+        raise InputError(f"The echo model takes one apical 2D+t clip (one slice); {args.input} has {cine.shape[1]} "
+                         "slices. Give an echo clip (X, Y, T), or use the MR model (--model default) for this cine.")
     with TqdmProgress("predict", unit="chunk") as bar:
         result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
                               tta=getattr(args, "tta", False), description=description, **motion_kwargs(args))

@@ -12,6 +12,16 @@ motion (bilinear, rescaled to input voxels) are mapped back exactly onto the inp
 region the labels are background and the motion zero; ``InferenceResult.metadata["region"]`` says which
 input box was processed (``result.json`` carries it).
 
+Echo models (the model description's modality ``"US"``, see :mod:`.model_description`): the model sees
+the **whole frame** re-sampled to its pixel size where the clip's pixel size is known (the CAMUS
+full-resolution clips, 0.308 mm, are re-sampled to the model's 1 mm exactly as its training frames were
+made, :func:`.training.data.resample_case_arrays`), on the clip's own pixel grid where it is not (224×224
+CAMUS files, videos: ``spacing_known`` False, 1.0 per pixel); no heart finding (the MR region finder looks
+for a short-axis LV ringed by myocardium), no MR anatomy clean-up but the echo one
+(:func:`.postprocess.clean_echo_labels`), no quality control (MR-specific; ``metadata["qc_note"]`` says
+so), and the motion refinement's temporal term does not close the clip on itself (echo clips are often
+half cycles, ED→ES).
+
 Batching: all slices of a chunk of the cine go through the encoder together and the motion recurrence
 runs over time with the slices as its batch; results stay on the device until the chunk is done (one
 device sync per chunk; a typical cine is one chunk). With a given ED frame one pass segments and
@@ -37,8 +47,9 @@ from .errors import InputError
 from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, model_step, region_for_heart,
                        to_input, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
+from .model_description import ModelDescription
 from .motion_refine import RefineSettings
-from .postprocess import keep_largest_components
+from .postprocess import clean_echo_labels, keep_largest_components
 from .preprocessing import apply_window, intensity_window
 from .qc import QCResult, assess
 from .cine_runner import (CancelCheck, CineRunner, ProgressCallback, autocast_for, lv_voxels,  # noqa: F401
@@ -128,15 +139,60 @@ def plan_region(image: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[f
     return region, ("whole field" if region.covers_whole_slice() and region.size == full.size else "located")
 
 
+#: ``metadata["qc_note"]`` of an echo prediction
+ECHO_QC_NOTE = "quality control skipped: its scores are calibrated on short-axis MR only"
+#: ``metadata["clean_up"]`` of an echo prediction
+ECHO_CLEAN_NOTE = ("echo: per frame one connected region of the LV cavity is kept (of those at least a quarter of "
+                   "the largest, the one most ringed by myocardium)")
+
+
+def is_echo(description: ModelDescription | None) -> bool:
+    """True for a model of ultrasound (the description's modality ``"US"``)."""
+    return description is not None and str(description.modality).upper() in ("US", "ECHO")
+
+
+def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | None, pixel_mm: float | None
+                ) -> Region:
+    """The region an echo model runs on: the whole frame at the model's pixel size (``spacing_yx`` None: the
+    clip's own pixel grid) from pixel (0, 0), up to and including the last row and column, padded on the
+    far side to a multiple of 16 (module docstring)."""
+    step = model_step(spacing_yx, pixel_mm)
+    size = tuple(int(math.ceil((int(math.ceil((n - 1) / s - 1e-6)) + 1) / 16) * 16) for n, s in zip(shape_yx, step))
+    return Region((0.0, 0.0), (float(step[0]), float(step[1])), (size[0], size[1]),
+                  (int(shape_yx[0]), int(shape_yx[1])))
+
+
 def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mode: str, largest_component: bool,
-              emptied: list[tuple[int, int]], qc_result: QCResult | None) -> dict[str, Any]:
-    """``InferenceResult.metadata`` (see there)."""
-    return {"region": dict(region, found=how), "tta": bool(tta), "motion": {"mode": motion_mode, "refine": refine},
+              emptied: list[tuple[int, int]], qc_result: QCResult | None, echo: bool = False) -> dict[str, Any]:
+    """``InferenceResult.metadata`` (see there); an echo prediction adds ``modality``, ``qc_note`` and ``clean_up``."""
+    extra = {"modality": "US", "qc_note": ECHO_QC_NOTE,
+             "clean_up": ECHO_CLEAN_NOTE if largest_component else None} if echo else {}
+    return {**extra, "region": dict(region, found=how), "tta": bool(tta),
+            "motion": {"mode": motion_mode, "refine": refine},
             "largest_component": bool(largest_component),
             # (frame, slice) pairs whose blood pool the clean-up's valve rule emptied (less than half a
             # ring of myocardium: the atrium, not the ventricle)
             "valve_slices_emptied": sorted({(int(t), int(z)) for t, z in emptied}),
             "qc": qc_result.summary() if qc_result is not None else None}
+
+
+def _region(data: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
+            device: torch.device, use_amp: bool, window: tuple[float, float], echo: bool) -> tuple[Region, str]:
+    """The processed region and how it was found: the whole frame for echo, else :func:`plan_region`."""
+    if echo:
+        return echo_region(data.shape[-2:], spacing_yx, getattr(model.config, "pixel_mm", None)), "whole frame (echo)"
+    return plan_region(data, model, spacing_yx, device, use_amp, window)
+
+
+def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]],
+              description: ModelDescription | None):
+    """The in-place label clean-up of :func:`predict_cine` (None when off): echo or MR anatomy."""
+    if not largest_component:
+        return None
+    if echo:
+        lv, myo = (description.value_of(k) if description is not None else None for k in ("LV", "Myo"))
+        return lambda lab: clean_echo_labels(lab, lv or 1, myo or 2, inplace=True)
+    return lambda lab: keep_largest_components(lab, inplace=True, dropped=emptied)
 
 
 def predict_cine(
@@ -155,6 +211,7 @@ def predict_cine(
     motion_mode: str = "pairwise",
     refine: RefineSettings | None = None,
     qc: bool = True,
+    description: ModelDescription | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -179,14 +236,13 @@ def predict_cine(
             ``None`` = the default settings, ``RefineSettings(steps=0)`` = off.
         qc: score every (frame, slice) for quality control (:mod:`.qc`; the soft-max evidence is summed
             inside the segmenting pass) into ``result.qc``.
+        description: what the model segments (``describe(metadata)``); ``"US"``: the echo path (module doc).
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
     t0 = time.perf_counter()
-    if isinstance(cine, Cine):
-        data, spacing = cine.data, cine.spacing if spacing is None else spacing
-    else:
-        data = validate_cine_array(cine)
+    data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)
+                     else (validate_cine_array(cine), spacing))
     n_t, n_z, h, w = data.shape
     if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
         raise InputError(f"ED frame {ed_frame} is out of range: the cine has frames 0–{n_t - 1}.")
@@ -197,25 +253,25 @@ def predict_cine(
     max_frames = int(batch_size or min(2048 if dev.type != "cpu" else 240, max(1, (16 << 20) // (h * w))))
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
-    region, how = plan_region(data, model, spacing_yx, dev, use_amp, window) if region is None else (region, "given")
-    refine = RefineSettings() if refine is None else refine
+    echo = is_echo(description)
+    region, how = _region(data, model, spacing_yx, dev, use_amp, window, echo) if region is None else (region, "given")
+    refine = RefineSettings(closed_cycle=not echo) if refine is None else refine
     # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)
     qc_pixel = spacing_yx or (float(getattr(model.config, "pixel_mm", None) or 1.0),) * 2
     runner = CineRunner(data, model, dev, region, window, n_passes=1 if ed_frame is not None else 2,
                         sub=max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16))), tta=tta,
-                        motion_mode=motion_mode, refine=refine, qc=qc, qc_pixel=qc_pixel, progress=progress,
-                        cancel=cancel)
+                        motion_mode=motion_mode, refine=refine, qc=qc and not echo, qc_pixel=qc_pixel,
+                        progress=progress, cancel=cancel)
     emptied: list[tuple[int, int]] = []  # (frame, slice) pairs the clean-up's valve rule emptied
     with torch.inference_mode(), autocast_for(dev, use_amp):
         ed = runner.run_passes(slice_chunks(n_z, n_t, max_frames), ed_frame,
-                               clean=(lambda lab: keep_largest_components(lab, inplace=True, dropped=emptied))
-                               if largest_component else None)
+                               clean=_clean_up(echo, largest_component, emptied, description))
     labels, motion = runner.labels, runner.motion
     lv = lv_voxels(labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
     qc_result = None if runner.evidence is None else assess(
         labels, motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
     meta = _metadata(region.to_dict(spacing_yx), how, tta, refine.to_dict() if runner.do_refine else None,
-                     motion_mode, largest_component, emptied, qc_result)
+                     motion_mode, largest_component, emptied, qc_result, echo)
     return InferenceResult(labels=labels, motion=motion, ed_frame=ed, es_frame=es, lv_volume_voxels=lv,
                            device=str(dev), seconds=time.perf_counter() - t0, metadata=meta, qc=qc_result)

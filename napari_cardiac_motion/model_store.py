@@ -1,6 +1,7 @@
 """Models for the front-ends (no Qt, no napari): loading and caching a checkpoint (:func:`private_model`),
-the metadata of a fine-tuned model (:func:`finetuned_metadata`) and the per-user folder of fine-tuned
-models.
+the shipped models by name (:func:`resolve_model`: ``"default"``, the MR model, and ``"echo"``, the
+echocardiography model), the metadata of a fine-tuned model (:func:`finetuned_metadata`) and the per-user
+folder of fine-tuned models.
 
 Location: ``platformdirs.user_data_dir("napari-cardiac-motion")/models``, or
 ``$NAPARI_CARDIAC_MOTION_HOME/models`` when that environment variable is set (tests, shared installs).
@@ -29,6 +30,35 @@ from .model.network import JointMotionSegNet
 APP_NAME = "napari-cardiac-motion"
 HOME_ENV = "NAPARI_CARDIAC_MOTION_HOME"
 
+#: the models shipped in the package's ``checkpoints`` folder, by the name the front-ends use
+SHIPPED_MODELS: dict[str, str] = {"default": "default.pt", "echo": "echo.pt"}
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of the shipped model ``name`` (:data:`SHIPPED_MODELS`); it may be absent (see :func:`resolve_model`)."""
+    return default_checkpoint_path().with_name(SHIPPED_MODELS[name])
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The checkpoint file of ``model``: ``None``, ``""`` or ``"default"`` = the shipped MR model, ``"echo"`` =
+    the shipped echo model, anything else a path. A missing shipped model raises :class:`CheckpointError`."""
+    key = "" if model is None else str(model)
+    if key in ("", "default"):
+        return default_checkpoint_path()
+    if key in SHIPPED_MODELS:
+        path = shipped_model_path(key)
+        if not path.exists():
+            raise CheckpointError(f"The shipped {key} model is not installed ({path} is missing); reinstall "
+                                  f"napari-cardiac-motion or pass --model with a checkpoint file.")
+        return path
+    return Path(key)
+
+
+def load_model(model: str | os.PathLike | None, device: str = "cpu") -> tuple[JointMotionSegNet, dict[str, Any]]:
+    """``(model in eval mode, metadata)`` of a shipped model name or a checkpoint path (:func:`resolve_model`);
+    uncached (the CLI loads once)."""
+    return load_checkpoint(resolve_model(model), device=device)
+
 
 _MODEL_CACHE: dict[tuple, tuple[JointMotionSegNet, dict]] = {}
 _MODEL_LOCK = threading.Lock()
@@ -36,8 +66,9 @@ _MODEL_LOCK = threading.Lock()
 
 def cached_model(path: str | os.PathLike | None) -> tuple[JointMotionSegNet, dict[str, Any]]:
     """Load (and cache by path + mtime + size; one model at a time) a checkpoint; ``None`` = the shipped
-    default. The cached model is shared: callers that move, train or switch it use :func:`private_model`."""
-    p = Path(path) if path else default_checkpoint_path()
+    default, ``"echo"`` the shipped echo model (:func:`resolve_model`). The cached model is shared: callers
+    that move, train or switch it use :func:`private_model`."""
+    p = resolve_model(path)
     try:
         st = p.stat()
         key = (str(p.resolve()), st.st_mtime_ns, st.st_size)

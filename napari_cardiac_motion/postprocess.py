@@ -306,3 +306,46 @@ def keep_largest_components(labels: np.ndarray, inplace: bool = False,
     """The default clean-up used by inference: :func:`clean_labels` with its defaults (the name is
     kept for its callers); ``dropped`` gathers the ``(frame, slice)`` pairs the valve rule emptied."""
     return clean_labels(labels, inplace=inplace, dropped=dropped)
+
+
+
+#: an echo LV cavity region at least this fraction of the largest one competes to be the LV (smaller ones go)
+ECHO_MIN_FRACTION = 0.25
+
+
+def _echo_lv_region(comp: np.ndarray, n: int, myo: np.ndarray) -> int:
+    """The label (1..n) of the LV cavity region among ``comp``'s ``n`` regions: of those at least
+    :data:`ECHO_MIN_FRACTION` of the largest, the one whose 2-pixel outer ring is most myocardium."""
+    from scipy import ndimage
+
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:]
+    best, best_score = 1 + int(np.argmax(sizes)), -1.0
+    for i in np.flatnonzero(sizes >= ECHO_MIN_FRACTION * sizes.max()) + 1:
+        region = comp == i
+        ring = ndimage.binary_dilation(region, iterations=2) & ~region
+        score = float(myo[ring].mean()) if ring.any() else 0.0
+        if score > best_score:
+            best, best_score = int(i), score
+    return best
+
+
+def clean_echo_labels(labels: np.ndarray, lv: int = 1, myo: int = 2, inplace: bool = False) -> np.ndarray:
+    """The echo clean-up: per frame and slice of ``(T, Z, Y, X)`` labels, keep one connected region
+    (8-connected) of the LV cavity ``lv``, the rest becomes background. The region kept is, among those at
+    least a quarter the size of the largest, the one most ringed by myocardium ``myo``: in 4-chamber views
+    the network sometimes calls the right ventricle "LV cavity", and the RV can be the larger region. None of
+    the MR anatomy rules (valve slice, RV) apply to an apical view.
+
+    Measured on the 134 camus_edes224 validation views (echo-joint-v1, 1,500 steps), LV Dice ED / ES:
+    no clean-up 0.866 / 0.802; largest region 0.890 / 0.843; most ringed by myocardium 0.890 / 0.854
+    (views under 0.5: 5, 4, 3). ``benchmarks/echo_benchmark.py`` prints the clean / raw comparison."""
+    from scipy import ndimage
+
+    out = labels if inplace else labels.copy()
+    for t in range(out.shape[0]):
+        for z in range(out.shape[1]):
+            frame = out[t, z]
+            comp, n = ndimage.label(frame == lv, structure=np.ones((3, 3)))
+            if n > 1:
+                frame[(comp > 0) & (comp != _echo_lv_region(comp, n, frame == myo))] = 0
+    return out

@@ -49,6 +49,8 @@ SCALAR_MEASURES: dict[str, tuple[str, str]] = {
     "peak_radial_strain_percent": ("%", "peak global radial strain: largest wall thickening vs ED (in-plane)"),
     "peak_circumferential_strain_percent": ("%", "peak global circumferential strain: most negative "
                                                  "shortening vs ED (in-plane)"),
+    "gls_percent": ("%", "global longitudinal strain (echo): length change of the LV endocardial border from ED "
+                         "to ES, the border carried by the motion (negative = shortening)"),
     "ed_frame": ("frame", "end-diastolic frame (largest LV volume unless overridden), 0-based"),
     "es_frame": ("frame", "end-systolic frame (smallest LV volume unless overridden), 0-based"),
     "ed_time_ms": ("ms", "time of the ED frame from the first frame"),
@@ -58,6 +60,7 @@ SCALAR_MEASURES: dict[str, tuple[str, str]] = {
 CURVE_UNITS = {
     "time_ms": "ms", "lv_volume_ml": "ml", "rv_volume_ml": "ml", "myo_volume_ml": "ml",
     "radial_strain_percent": "%", "circumferential_strain_percent": "%", "slice_area_mm2": "mm²",
+    "longitudinal_strain_percent": "%",
 }
 
 
@@ -102,6 +105,8 @@ class Measurements:
     #: per ED/ES frame, slice and structure: counted or not, and why (:func:`.slices.decide_slices`)
     slices: list[SliceDecision] = field(default_factory=list)
     slice_rules: SliceRules = field(default_factory=SliceRules)
+    #: echo: the endocardial border's longitudinal strain per frame (%), None for MR
+    longitudinal_strain_percent: np.ndarray | None = None
 
     def overrides(self) -> dict[tuple[int, int, str], bool]:
         """The user's slice choices in this read-out: ``{(frame, slice, structure): included}``."""
@@ -163,6 +168,7 @@ class Measurements:
             "rv_volume_ml": self.rv_volume_ml,
             "myo_volume_ml": self.myo_volume_ml,
             "strain": self.strain_dict(),
+            "longitudinal_strain_percent": self.longitudinal_strain_percent,
             "slice_area_mm2": self.slice_area_mm2,
             "spacing_mm": {"dz": self.spacing_mm[0], "dy": self.spacing_mm[1], "dx": self.spacing_mm[2]},
             "model": self.model,

@@ -149,10 +149,16 @@ def plot_volumes(ax, m: Measurements) -> None:
 
 
 def plot_strain(ax, m: Measurements) -> None:
-    """Global radial and circumferential strain (%) over time (a note when there is no motion)."""
+    """Global radial and circumferential strain (%) over time, or an echo read-out's longitudinal strain (a
+    note when there is no motion)."""
     t, unit = m.time_axis()
     s = m.strain
-    if s is None or not np.isfinite(s.radial_percent).any():
+    gls = m.longitudinal_strain_percent
+    if gls is not None:  # echo: the endocardial border's longitudinal strain
+        ax.plot(t, gls, "-o", color=CIRC_COLOUR, ms=3, label="longitudinal (endocardial border)")
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.legend(loc="best", fontsize=8)
+    elif s is None or not np.isfinite(s.radial_percent).any():
         ax.text(0.5, 0.5, "no strain: needs the model's motion", ha="center", va="center", transform=ax.transAxes)
     else:
         ax.plot(t, s.radial_percent, "-o", color=RADIAL_COLOUR, ms=3, label="radial")

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes of the local cluster (default: half the CPU cores, at least 1)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="'default' (the shipped MR model), 'echo' (the shipped echo model) or a model checkpoint")
     p.add_argument("--tta", action="store_true", help="passed to predict: flip test-time augmentation")
     p.set_defaults(func=run)
 
@@ -223,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
     todo = [c for c in cases if not is_finished(out / c.name)]
     print(f"batch: {len(cases)} cases, {len(cases) - len(todo)} already finished, {len(todo)} to run"
           + (f", {len(failures)} inputs unusable" if failures else ""), file=sys.stderr)
-    model = str(Path(args.model).resolve()) if args.model else None
+    from ..model_store import SHIPPED_MODELS  # "default" and "echo" pass as names, files as absolute paths
+
+    model = (args.model if args.model in SHIPPED_MODELS else str(Path(args.model).resolve())) if args.model else None
     if todo:
         from distributed import as_completed
 

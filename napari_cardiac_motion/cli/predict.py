@@ -11,9 +11,8 @@ from ..devices import DEVICE_CHOICES
 from ..errors import InputError
 from ..inference import predict_cine
 from ..io import read_cine, write_nifti_flow, write_nifti_labels
-from ..io.echo_nifti import layout_for_modality
-from ..model_description import describe
-from ..model import load_checkpoint
+from ..io.echo_nifti import is_clip_file, layout_for_modality, write_clip_labels
+from ..model_description import ModelDescription, describe
 from .progress import TqdmProgress
 
 
@@ -27,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ed-frame", type=int, default=None,
                    help="end-diastolic frame index (default: largest predicted LV blood pool)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--model", default=None, help="model checkpoint (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="'default' (the shipped MR model, the default), 'echo' (the shipped echocardiography "
+                        "model: a 2D+t apical clip in, the echo read-out out) or a model checkpoint file")
     p.add_argument("--layout", default="auto", choices=("auto", "volume", "2d+t"),
                    help="what the third axis of a 3D NIfTI/MetaImage file is: slices (volume) or time (2d+t, an "
                         "echo clip); auto decides from the header, and a model for ultrasound implies 2d+t")
@@ -67,47 +68,37 @@ def motion_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import is_echo
+    from ..model_store import load_model
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out '{out}' exists and is not a folder; choose a folder for the outputs.")
     from ..io import dicom_seg  # DICOM SEG: checked before any work, written after the NIfTI outputs
 
     seg_source = dicom_seg.prepare_dicom_seg(args.input) if getattr(args, "dicom_seg", False) else None
-    model, meta = load_checkpoint(args.model, device="cpu")
+    model, meta = load_model(args.model, device="cpu")
+    description = describe(meta)
+    echo = is_echo(description)
     layout = getattr(args, "layout", "auto")
     if layout == "auto":
-        layout = layout_for_modality(describe(meta).modality)
+        layout = layout_for_modality(description.modality)
     cine = read_cine(args.input, layout=layout)
+    if echo and cine.shape[1] != 1:
+        raise InputError(f"The echo model takes one apical 2D+t clip (one slice); {args.input} has {cine.shape[1]} "
+                         "slices. Give an echo clip (X, Y, T), or use the MR model (--model default) for this cine.")
     with TqdmProgress("predict", unit="chunk") as bar:
         result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
-                              tta=getattr(args, "tta", False), **motion_kwargs(args))
+                              tta=getattr(args, "tta", False), description=description, **motion_kwargs(args))
     out.mkdir(parents=True, exist_ok=True)
-    write_nifti_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing, cine.frame_interval_ms)
+    if echo and is_clip_file(args.input):
+        write_clip_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing[1:])
+    else:
+        write_nifti_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing, cine.frame_interval_ms)
     write_nifti_flow(out / "flow.nii.gz", result.motion, cine.affine, cine.spacing, cine.frame_interval_ms)
     if seg_source is not None:
         dicom_seg.write_dicom_seg(out / dicom_seg.DICOM_SEG_DIR, result.labels, seg_source, meta)
-    summary = {
-        "input": str(args.input),
-        "shape_TZYX": list(cine.shape),
-        "ed_frame": result.ed_frame,
-        "es_frame": result.es_frame,
-        "device": result.device,
-        "seconds": round(result.seconds, 3),
-        "frames_per_second": round(result.frames_per_second, 2),
-        "model": {"name": meta.get("name"), "version": meta.get("version"), "path": meta.get("path")},
-        "lv_blood_pool_voxels": [int(v) for v in result.lv_volume_voxels],
-        # the input box the full model ran on (outside it: labels 0, motion 0) and the model's grid
-        "region": result.metadata.get("region"),
-        "tta": bool(result.metadata.get("tta", False)),
-        "motion": result.metadata.get("motion"),
-        # [frame, slice] pairs the clean-up emptied (less than half a myocardial ring: the atrium)
-        "valve_slices_emptied": [list(p) for p in result.metadata.get("valve_slices_emptied", [])],
-        "warnings": list(getattr(cine, "warnings", []) or []),
-        "modality": getattr(cine, "modality", None),
-        "spacing_known": bool(getattr(cine, "spacing_known", True)),
-        # quality control: how many (frame, slice) pairs are flagged and the worst score (details in qc.json)
-        "qc": result.qc.summary() if result.qc is not None else None,
-    }
+    summary = result_summary(args, cine, result, meta, description)
     if getattr(args, "slicer_displacement", False):
         from ..io.nifti import write_slicer_displacement
 
@@ -115,7 +106,45 @@ def run(args: argparse.Namespace) -> int:
     if result.qc is not None:
         atomic_write_json(out / "qc.json", result.qc.to_json())
     atomic_write_json(out / "result.json", summary)
-    from ..analysis import measurements_for_prediction, report  # clinical read-out
-    report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)), out / "measurements.json")
+    if echo:  # the echo read-out: single-plane Simpson volumes and EF, GLS from the motion
+        from ..analysis.echo_prediction import echo_measurements_for_prediction
+
+        atomic_write_json(out / "measurements.json",
+                          echo_measurements_for_prediction(result, cine, meta, str(args.input), description))
+    else:
+        from ..analysis import measurements_for_prediction, report  # clinical read-out
+        report.write_json(measurements_for_prediction(result, cine, meta, str(args.input)),
+                          out / "measurements.json")
     print(json.dumps({k: summary[k] for k in ("ed_frame", "es_frame", "device", "seconds", "frames_per_second")}))
     return 0
+
+
+def result_summary(args: argparse.Namespace, cine, result, meta: dict, description: ModelDescription) -> dict:
+    """The content of ``result.json``."""
+    return {
+        "input": str(args.input),
+        "shape_TZYX": list(cine.shape),
+        "ed_frame": result.ed_frame,
+        "es_frame": result.es_frame,
+        "device": result.device,
+        "seconds": round(result.seconds, 3),
+        "frames_per_second": round(result.frames_per_second, 2),
+        "model": {"name": meta.get("name"), "version": meta.get("version"), "path": meta.get("path"),
+                  "modality": description.modality},
+        # label value -> class name, from the model's description
+        "classes": {str(v): n for v, n in description.names().items()},
+        "lv_blood_pool_voxels": [int(v) for v in result.lv_volume_voxels],
+        # the input box the full model ran on (outside it: labels 0, motion 0) and the model's grid
+        "region": result.metadata.get("region"),
+        "tta": bool(result.metadata.get("tta", False)),
+        "motion": result.metadata.get("motion"),
+        # [frame, slice] pairs the clean-up emptied (less than half a myocardial ring: the atrium)
+        "valve_slices_emptied": [list(p) for p in result.metadata.get("valve_slices_emptied", [])],
+        "clean_up": result.metadata.get("clean_up"),
+        "warnings": list(getattr(cine, "warnings", []) or []),
+        "modality": getattr(cine, "modality", None) or (description.modality if description.modality == "US" else None),
+        "spacing_known": bool(getattr(cine, "spacing_known", True)),
+        # quality control: how many (frame, slice) pairs are flagged and the worst score (details in qc.json)
+        "qc": result.qc.summary() if result.qc is not None else None,
+        "qc_note": result.metadata.get("qc_note"),
+    }

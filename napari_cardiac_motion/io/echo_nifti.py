@@ -230,3 +230,41 @@ def read_nifti_label_frames(path: str | os.PathLike, layout: str = "auto") -> Ec
         raise InputError(f"{Path(path).name}: label values must lie in 0..255, found {lab.min()}..{lab.max()}.")
     fr.data = np.ascontiguousarray(lab.astype(np.uint8))
     return fr
+
+
+#: ``descrip`` of an echo label clip written as ``(X, Y, T)`` (read back as 2D+t by ``layout="auto"``)
+CLIP_DESCRIP = "labels X,Y,T (2D+t echo clip)"
+
+
+def is_clip_file(path: str | os.PathLike) -> bool:
+    """True unless ``path`` is a 4D (or more) NIfTI: an echo input whose labels are written ``(X, Y, T)``
+    (a 2D/3D NIfTI, MetaImage, DICOM US, video); a ``(X, Y, 1, T)`` NIfTI keeps that layout."""
+    from .nifti_files import is_nifti_path
+
+    if not is_nifti_path(path):
+        return True
+    import nibabel as nib
+
+    try:
+        return len(nib.load(str(path)).shape) <= 3
+    except Exception:  # unreadable header: the reader reported it already
+        return True
+
+
+def write_clip_labels(path: str | os.PathLike, labels: np.ndarray, affine=None,
+                      spacing_yx: tuple[float, float] = (1.0, 1.0)) -> Path:
+    """Write one-slice labels ``(T, 1, Y, X)`` (or ``(T, Y, X)``) as a NIfTI clip ``(X, Y, T)`` uint8 with the
+    clip's ``affine``; the third pixdim is 1.0 (a frame counter, as CAMUS) and ``descrip`` says X,Y,T."""
+    from .nifti_files import make_nifti_image, save_nifti_atomic
+
+    lab = np.asarray(labels)
+    if lab.ndim == 4:
+        if lab.shape[1] != 1:
+            raise InputError(f"An echo label clip has one slice; got labels of shape {lab.shape}.")
+        lab = lab[:, 0]
+    if lab.ndim != 3:
+        raise InputError(f"Echo labels must be (T, Y, X) or (T, 1, Y, X); got shape {lab.shape}.")
+    img = make_nifti_image(np.transpose(lab, (2, 1, 0)).astype(np.uint8), affine,
+                           (1.0, float(spacing_yx[0]), float(spacing_yx[1])), 0.0, np.uint8)
+    img.header["descrip"] = CLIP_DESCRIP.encode("ascii")
+    return save_nifti_atomic(img, path)

@@ -35,6 +35,7 @@ DISPLAY_NAMES = {
     "lv_esv_index_ml_m2": "LV ESV index", "lv_sv_index_ml_m2": "LV SV index", "rv_edv_index_ml_m2": "RV EDV index",
     "rv_esv_index_ml_m2": "RV ESV index", "lv_mass_index_g_m2": "LV mass index",
     "peak_radial_strain_percent": "peak radial strain", "peak_circumferential_strain_percent": "peak circ. strain",
+    "gls_percent": "GLS",
     "ed_frame": "ED frame", "es_frame": "ES frame", "ed_time_ms": "ED time", "es_time_ms": "ES time",
 }
 
@@ -105,7 +106,7 @@ def inputs_from_layers(viewer, seg_layer) -> dict[str, Any]:
             "affine": None if affine is None else np.asarray(affine, float), "motion": motion,
             "motion_ed": pred.get("motion_ed", meta.get("ed_frame")),
             "model": {"name": model.get("name"), "version": model.get("version")}, "input": str(source),
-            "description": description}
+            "description": description, "spacing_known": bool(img_meta.get("spacing_known", True))}
 
 
 def dicom_seg_source(viewer, seg_layer) -> tuple[str | None, str]:
@@ -141,6 +142,19 @@ def motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
     return lo * px, hi * px, str(getattr(layer.edge_colormap, "name", "plasma"))
 
 
+def is_echo_readout(inputs: dict[str, Any]) -> bool:
+    """True when the labels come from an echo model (description modality ``"US"``) and form one-slice clips."""
+    d = inputs.get("description")
+    return d is not None and str(d.modality).upper() == "US" and inputs["labels"].shape[1] == 1
+
+
+def hide_row(m: Measurements, key: str, value: str) -> bool:
+    """Whether the panel's table leaves out a measure: empty BSA-indexed values, every empty measure of an
+    echo read-out (no RV, mass or radial strain), and the empty GLS of an MR one."""
+    return value == "—" and ("index" in key or key == "gls_percent"
+                             or str(m.description.modality).upper() == "US")
+
+
 def compute_readout(inputs: dict[str, Any], ed: int | None, es: int | None, height: float | None,
                     weight: float | None, render: dict[str, Any], slice_overrides: Overrides | None = None
                     ) -> tuple[Measurements, RenderedCurves] | CardiacMotionError:
@@ -148,6 +162,13 @@ def compute_readout(inputs: dict[str, Any], ed: int | None, es: int | None, heig
     ``{(frame, slice, "LV"|"RV"): included}``) and its curves. User-facing errors are returned, not raised."""
     try:
         motion_ed = inputs["motion_ed"] if inputs["motion"] is not None else None
+        if is_echo_readout(inputs):  # an echo model's labels: single-plane Simpson and GLS
+            from ..analysis.echo_prediction import echo_measurements
+
+            m = echo_measurements(inputs["labels"], inputs["motion"], inputs["spacing"], inputs["interval"],
+                                  ed if ed is not None else motion_ed, es, inputs["model"], inputs["input"],
+                                  inputs.get("description"), bool(inputs.get("spacing_known", True)))
+            return m, render_curves(m, **render)
         m = compute_measurements(
             inputs["labels"], inputs["spacing"], inputs["interval"], motion=inputs["motion"],
             motion_reference_frame=motion_ed, ed_frame=ed if ed is not None else motion_ed, es_frame=es,

@@ -119,7 +119,10 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
 
     if cancel():
         raise CancelledError("Cancelled by the user; no results were produced.")
-    result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel)
+    from ..model_description import describe
+
+    result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel,
+                                    description=describe(meta))  # an echo model (modality US) takes the echo path
     vectors, mags = _arrows(result, arrow_mode)
     shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
     return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)

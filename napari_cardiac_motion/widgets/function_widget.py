@@ -9,8 +9,7 @@ Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
   (labels copied on the GUI thread first; it never waits for a Run), debounced after label edits (paint,
   undo, set data), one at a time; a failure says so in one line;
 * shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain
-  is shown), volume and strain curves with a
-  marker at the viewer's current frame that follows the time slider (click a curve to jump there),
+  is shown), volume and strain curves with a marker at the viewer's current frame that follows the time slider (click a curve to jump there),
   and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
   (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
 * shows which slices count in the ED/ES volumes (:mod:`._slices_table`: a row per slice, LV and RV at
@@ -37,7 +36,7 @@ from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
 from ._curves_canvas import CurvesCanvas
-from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB,
+from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB, hide_row,
                                 inputs_from_layers, motion_legend, readout_job, warm_up_job)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
@@ -300,11 +299,12 @@ class FunctionWidget(QWidget):
         self.canvas.set_rendered(rendered)
         self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""
+        strain = m.strain is not None or m.longitudinal_strain_percent is not None  # MR or echo (GLS)
         self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
-                            f"{'' if m.strain is not None else '; no motion: strain not available'}{note}")
+                            f"{'' if strain else '; no motion: strain not available'}{note}")
 
     def _fill_table(self, m: Measurements) -> None:
-        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not (v == "—" and "index" in k)]
+        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not hide_row(m, k, v)]
         self.table.setRowCount(len(rows))
         for i, (key, value, unit, help_) in enumerate(rows):
             if key in STRAIN_MEASURES:

@@ -32,6 +32,7 @@ from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
+ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
 BROWSE_LABEL = "Browse…"
 JOB = "run"
 
@@ -41,6 +42,13 @@ def user_model_dir() -> Path:
     from ..model_store import models_dir
 
     return models_dir(create=False)
+
+
+def echo_model_available() -> bool:
+    """Whether the shipped echo model is installed (the Run panel offers it beside the MR model)."""
+    from ..model_store import shipped_model_path
+
+    return shipped_model_path("echo").exists()
 
 
 def image_layers(viewer) -> list:
@@ -177,6 +185,8 @@ class RunWidget(QWidget):
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
+        if echo_model_available():
+            self.model_combo.addItem(ECHO_MODEL_LABEL, "echo")  # resolved by model_store.resolve_model
         paths: list[str] = []
         try:
             folder = user_model_dir()
@@ -201,9 +211,9 @@ class RunWidget(QWidget):
         self._populate_models(self.model_path() or "")
 
     def set_model_path(self, path: str | Path | None) -> None:
-        """Choose a checkpoint file (``None`` or ``""`` = the shipped default)."""
-        if not path:
-            self._populate_models("")
+        """Choose a checkpoint file (``None`` or ``""`` = the shipped default, ``"echo"`` the shipped echo model)."""
+        if not path or str(path) == "echo":
+            self._populate_models(str(path or ""))
             return
         p = str(Path(path))
         self._extra_models = [*getattr(self, "_extra_models", []), p]

@@ -21,7 +21,6 @@ Targets (the motion issue): last-frame displacement ≤ 0.6 mm, carried overlap 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import napari
-    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     from napari_cardiac_motion._sample_data import load_sample_cine

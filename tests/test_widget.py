@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
 
-from napari.layers import Image, Labels, Vectors  # noqa: E402
+from napari.layers import Labels, Vectors  # noqa: E402
 
 from napari_cardiac_motion.layers import segmentation_layer_data  # noqa: E402
 from napari_cardiac_motion.model import JointConfig, JointMotionSegNet, save_checkpoint  # noqa: E402

@@ -221,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
             return True
         return not function.is_busy and function.measurements is not None
 
-    meter.start()
-    t0 = time.perf_counter()
-    run.run()
-    _spin(app, 900, until=lambda: not run.is_running)
-    secs = time.perf_counter() - t0
-    _spin(app, 60, until=lambda: function_settled() and time.perf_counter() - t0 > secs + 0.5)
-    worst, p99 = meter.stop()
+    def timed_run() -> tuple[float, float, float]:  # (worst gap ms, p99 ms, seconds) of one Run and its landing
+        meter.start()
+        t0 = time.perf_counter()
+        run.run()
+        _spin(app, 900, until=lambda: not run.is_running)
+        secs = time.perf_counter() - t0
+        _spin(app, 60, until=lambda: function_settled() and time.perf_counter() - t0 > secs + 0.5)
+        return (*meter.stop(), secs)
+
+    worst, p99, secs = timed_run()
     strain = "" if function is None else (
         f", function panel: {'strain shown' if function.measurements.strain is not None else 'NO strain'}")
     results.append(("run (first)", worst, p99, f"{secs:.1f} s job incl. landing (layers created), "
@@ -237,13 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run failed: {run.status_label.text()}")
         return 1
     if args.run_only:
-        meter.start()
-        t0 = time.perf_counter()
-        run.run()
-        _spin(app, 900, until=lambda: not run.is_running)
-        secs = time.perf_counter() - t0
-        _spin(app, 60, until=lambda: function_settled() and time.perf_counter() - t0 > secs + 0.5)
-        results.append(("run (again)", *meter.stop(), f"{secs:.1f} s job incl. landing (layers updated), "
+        worst, p99, secs = timed_run()
+        results.append(("run (again)", worst, p99, f"{secs:.1f} s job incl. landing (layers updated), "
                         f"outcome {run.last_outcome}"))
         results.append(("landing", landing["ms"], landing["ms"], "longest step applying the result (GUI thread)"))
     else:

@@ -148,7 +148,7 @@ ECHO_CLEAN_NOTE = ("echo: per frame one connected region of the LV cavity is kep
 
 def is_echo(description: ModelDescription | None) -> bool:
     """True for a model of ultrasound (the description's modality ``"US"``)."""
-    return description is not None and str(description.modality).upper() in ("US", "ECHO")
+    return description is not None and description.is_echo
 
 
 def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | None, pixel_mm: float | None

@@ -24,6 +24,12 @@ RGBA = tuple[float, float, float, float]
 #: metadata keys that hold the description
 DESCRIPTION_KEYS = ("modality", "classes", "geometry")
 
+
+def is_ultrasound(modality: str | None) -> bool:
+    """True for an echocardiography modality (DICOM's ``"US"``; ``"ECHO"`` accepted): the one test every
+    part uses to choose the echo path (layout, inference, read-out)."""
+    return str(modality or "").upper() in ("US", "ECHO")
+
 #: the geometry policy of the MR models: short-axis slices resampled in-plane to the model's pixel size
 #: (``config.pixel_mm``) on a region located around the heart (see :mod:`.geometry`)
 MR_GEOMETRY: dict[str, Any] = {
@@ -73,6 +79,11 @@ class ModelDescription:
     geometry: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
     # -- look-ups ----------------------------------------------------------------------------------
+    @property
+    def is_echo(self) -> bool:
+        """True for a model of echocardiography (:func:`is_ultrasound` of its modality)."""
+        return is_ultrasound(self.modality)
+
     def names(self) -> dict[int, str]:
         """``{value: name}`` with ``0: "background"`` first (for the Labels layer's features)."""
         return {BACKGROUND: LABEL_NAMES[BACKGROUND], **{c.value: c.name for c in self.classes}}

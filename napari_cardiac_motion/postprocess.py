@@ -308,7 +308,6 @@ def keep_largest_components(labels: np.ndarray, inplace: bool = False,
     return clean_labels(labels, inplace=inplace, dropped=dropped)
 
 
-
 #: an echo LV cavity region at least this fraction of the largest one competes to be the LV (smaller ones go)
 ECHO_MIN_FRACTION = 0.25
 

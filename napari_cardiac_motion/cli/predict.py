@@ -142,7 +142,7 @@ def result_summary(args: argparse.Namespace, cine, result, meta: dict, descripti
         "valve_slices_emptied": [list(p) for p in result.metadata.get("valve_slices_emptied", [])],
         "clean_up": result.metadata.get("clean_up"),
         "warnings": list(getattr(cine, "warnings", []) or []),
-        "modality": getattr(cine, "modality", None) or (description.modality if description.modality == "US" else None),
+        "modality": getattr(cine, "modality", None) or (description.modality if description.is_echo else None),
         "spacing_known": bool(getattr(cine, "spacing_known", True)),
         # quality control: how many (frame, slice) pairs are flagged and the worst score (details in qc.json)
         "qc": result.qc.summary() if result.qc is not None else None,

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..cine import Cine
 from ..errors import InputError, InputWarning
+from ..model_description import is_ultrasound
 from .nifti import read_nifti, resolve_voxel_size
 from .nifti_files import load_nifti, nifti_stem
 
@@ -56,7 +57,7 @@ def check_layout(layout: str) -> str:
 def layout_for_modality(modality: str | None) -> str:
     """The layout a model of ``modality`` expects of a 3D file: ``"2d+t"`` for ultrasound (``"US"``),
     else ``"auto"`` (callers pass it to the readers when the user chose a model but no layout)."""
-    return "2d+t" if str(modality or "").upper() in ("US", "ECHO") else "auto"
+    return "2d+t" if is_ultrasound(modality) else "auto"
 
 
 def decide_layout(shape: tuple[int, ...], zooms: tuple[float, ...], descrip: str = "",

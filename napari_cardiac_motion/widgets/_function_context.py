@@ -145,14 +145,14 @@ def motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
 def is_echo_readout(inputs: dict[str, Any]) -> bool:
     """True when the labels come from an echo model (description modality ``"US"``) and form one-slice clips."""
     d = inputs.get("description")
-    return d is not None and str(d.modality).upper() == "US" and inputs["labels"].shape[1] == 1
+    return d is not None and d.is_echo and inputs["labels"].shape[1] == 1
 
 
 def hide_row(m: Measurements, key: str, value: str) -> bool:
     """Whether the panel's table leaves out a measure: empty BSA-indexed values, every empty measure of an
     echo read-out (no RV, mass or radial strain), and the empty GLS of an MR one."""
     return value == "—" and ("index" in key or key == "gls_percent"
-                             or str(m.description.modality).upper() == "US")
+                             or m.description.is_echo)
 
 
 def compute_readout(inputs: dict[str, Any], ed: int | None, es: int | None, height: float | None,

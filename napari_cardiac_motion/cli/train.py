@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "LV myocardium, left atrium; --crop 160 or more fits a whole ventricle)")
     p.add_argument("--cine-every", type=int, default=None,
                    help="one cine (Sunnybrook) batch every N steps (default 4; 0: never)")
+    p.add_argument("--flips", default="auto", choices=("auto", "on", "off"),
+                   help="random flips in augmentation (auto: on for MR, off for echo, whose apex is always on top)")
     p.set_defaults(func=run)
 
 
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads, init=args.init, workers=args.workers, amp=not args.no_amp,
         channels_last=None if args.channels_last is None else args.channels_last == "on", compile=args.compile,
         train_parts=args.train_parts, dataset=args.dataset,
+        flips=None if args.flips == "auto" else args.flips == "on",
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
     for name, key in (("w_joint", "w_joint"), ("w_seg", "w_seg"), ("w_time", "w_time"), ("w_teacher", "w_teacher"),

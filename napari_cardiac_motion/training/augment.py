@@ -112,15 +112,15 @@ def random_intensity(images: torch.Tensor, rng: np.random.Generator, noise: floa
 
 
 def augment_batch(images: np.ndarray, codes: np.ndarray, out_size: int, rng: np.random.Generator,
-                  wide: np.ndarray | None = None, geometric: bool = True, intensity: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  wide: np.ndarray | None = None, geometric: bool = True, intensity: bool = True,
+                  flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a numpy batch ``images`` (B, T, M, M) / ``codes`` (B, T, M, M) → torch ``(B, T, S, S)``
     float images and int64 codes (S = ``out_size``). Without ``geometric`` the centre is cropped."""
     img = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     cod = torch.from_numpy(np.ascontiguousarray(codes)).long()
     m = img.shape[-1]
     if geometric:
-        theta = random_affine(img.shape[0], m, out_size, rng, wide)
+        theta = random_affine(img.shape[0], m, out_size, rng, wide, flip=flip)
     else:
         theta = torch.zeros(img.shape[0], 2, 3)
         theta[:, 0, 0] = theta[:, 1, 1] = out_size / m

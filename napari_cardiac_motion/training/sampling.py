@@ -55,7 +55,9 @@ class Sampler:
         return cy + self.rng.normal(0, 8), cx + self.rng.normal(0, 8)
 
     def _finish(self, imgs, cods, wide):
-        return augment_batch(np.stack(imgs), np.stack(cods), self.cfg.crop, self.rng, wide=np.array(wide))
+        flips = self.cfg.flips if self.cfg.flips is not None else self.cfg.dataset != "echo"
+        return augment_batch(np.stack(imgs), np.stack(cods), self.cfg.crop, self.rng, wide=np.array(wide),
+                             flip=flips)
 
     def acdc_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``[ED, ES]`` or ``[ES, ED]`` of ``batch_size`` random ACDC slices."""

@@ -102,6 +102,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (CUDA: faster after a warm-up of ~1 min)
     train_parts: str = "all"  # "motion": only the motion branch learns (encoder and segmentation frozen)
     dataset: str = "mr"  # "mr" (ACDC + Sunnybrook) or "echo" (CAMUS apical views; see .datasets)
+    flips: bool | None = None  # random flips in augmentation; None: on for MR, off for echo (apex always on top)
 
 
 def batch_losses(model: JointMotionSegNet, images: torch.Tensor, codes: torch.Tensor, cfg: TrainConfig,

@@ -296,3 +296,37 @@ def test_sample_opens_with_named_axes(make_napari_viewer):
     data, kwargs, _ = load_sample_cine()[0]
     viewer.add_image(data, **kwargs)
     assert tuple(viewer.dims.axis_labels) == ("t", "z", "y", "x")
+
+
+def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
+                                                   monkeypatch):
+    """The segmentation and motion layers of a first result are created while the job runs (empty, not
+    paintable), and the result fills those same layers: no layer creation when the result lands."""
+    import threading
+
+    import napari_cardiac_motion.inference as inference
+
+    viewer, widget = _make(make_napari_viewer, model_path)
+    data, kwargs = _tiny_layer_data(tiny_cine)
+    image = viewer.add_image(data, **kwargs)
+    release = threading.Event()
+    real = inference.predict_cine
+
+    def held_predict(*args, **kw):
+        release.wait(30)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(inference, "predict_cine", held_predict)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: "segmentation" in viewer.layers and "motion" in viewer.layers, timeout=10_000)
+    assert widget.is_running
+    seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
+    assert not seg.editable and len(mot.data) == 0
+    np.testing.assert_allclose(seg.scale, image.scale)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    assert viewer.layers["segmentation"] is seg and viewer.layers["motion"] is mot
+    assert seg.editable and seg.data.shape == image.data.shape and len(mot.data) > 0
+    assert len(seg.features) == 4 and "LV myocardium" in list(seg.features["name"])  # the model's classes
+    assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]

@@ -67,7 +67,8 @@ def update_vectors(layer, vectors: np.ndarray, magnitudes: np.ndarray, scale, tr
             layer.translate = translate
         layer.metadata = metadata
         layer.edge_color = "magnitude"
-        if tuple(layer.edge_contrast_limits) != tuple(style["edge_contrast_limits"]):
+        limits = layer.edge_contrast_limits  # None on an empty layer made before the result
+        if limits is None or tuple(limits) != tuple(style["edge_contrast_limits"]):
             layer.edge_contrast_limits = style["edge_contrast_limits"]
         if layer.length != style["length"]:
             layer.length = style["length"]
@@ -82,6 +83,8 @@ class LayerBinding:
         self.state = state
         #: key -> {"image": layer, "segmentation": layer, "motion": layer}
         self.layers: dict[Hashable, dict[str, Any]] = {}
+        #: key -> {"segmentation"/"motion": empty layer made while a first Run works, not yet a result}
+        self.placeholders: dict[Hashable, dict[str, Any]] = {}
 
     @property
     def viewer(self):
@@ -112,6 +115,48 @@ class LayerBinding:
         names = {ly.name for ly in viewer.layers if ly is not current}
         return base if base not in names else f"{base} ({image_name})"
 
+    # -- placeholders: a first result's layers, made while its job runs ------------------------------
+    def add_placeholder(self, key: Hashable, kind: str, snapshot: LayerSnapshot) -> bool:
+        """Create an empty, read-only ``kind`` ("segmentation" or "motion") layer for image ``key`` on the
+        image's ``(T, Z, Y, X)`` grid, so that the result only fills it (napari's creation of a layer,
+        ~0.1 s of the GUI thread, happens while the job runs, not when the result lands). False (nothing
+        made) when the image already has that layer."""
+        viewer = self.viewer
+        if viewer is None or self.layer(key, kind) is not None or self._placeholder(key, kind) is not None:
+            return False
+        scale, translate = tuple(snapshot.scale), tuple(snapshot.translate)
+        common = {"scale": scale, "translate": translate, "axis_labels": AXIS_LABELS}
+        if kind == "segmentation":
+            layer = viewer.add_labels(np.zeros((1, 1, 1, 1), np.uint8), opacity=0.5,
+                                      name=self.unique_name(SEGMENTATION_LAYER, snapshot.name, None), **common)
+            layer.editable = False  # nothing to paint on until the result lands
+        else:
+            layer = viewer.add_vectors(
+                np.zeros((0, 2, 4), np.float32), ndim=4, name=self.unique_name(MOTION_LAYER, snapshot.name, None),
+                edge_width=0.35 * min(scale[-2:]), vector_style="arrow", projection_mode="none", opacity=1.0,
+                **common)
+        self.placeholders.setdefault(key, {})[kind] = layer
+        return True
+
+    def _placeholder(self, key: Hashable, kind: str):
+        layer = self.placeholders.get(key, {}).get(kind)
+        viewer = self.viewer
+        return layer if layer is not None and viewer is not None and layer in viewer.layers else None
+
+    def _adopt(self, key: Hashable, kind: str):
+        """The placeholder ``kind`` layer of ``key`` (now the result's), or None."""
+        layer = self._placeholder(key, kind)
+        self.placeholders.get(key, {}).pop(kind, None)
+        return layer
+
+    def drop_placeholders(self, key: Hashable) -> None:
+        """Remove the placeholders of ``key`` from the viewer (the job failed, was cancelled or not shown)."""
+        viewer = self.viewer
+        for layer in self.placeholders.pop(key, {}).values():
+            if viewer is not None and layer in viewer.layers:
+                viewer.layers.remove(layer)
+
+    # -- results ----------------------------------------------------------------------------------
     def put_segmentation(self, key, img: ImageState, meta: dict, replaced: bool):
         """Create or update the image's Labels layer; class names and colours come from the model's
         description (:func:`~..model_description.describe` of the image's model metadata)."""
@@ -122,6 +167,10 @@ class LayerBinding:
                                                   description=describe(img.model_metadata))
         layer = self.layers.get(key, {}).get("segmentation")
         viewer = self.viewer
+        if layer is None or layer not in viewer.layers:
+            layer = self._adopt(key, "segmentation")
+            if layer is not None:
+                layer.editable = True
         if layer is not None and layer in viewer.layers and layer.ndim == data.ndim:
             if replaced or layer.data is not img.labels:
                 layer.data = data
@@ -147,7 +196,7 @@ class LayerBinding:
         img = self.state.image(key)
         scale, translate = img.scale, img.translate
         style = vector_style(magnitudes, ARROW_STEP)
-        layer = self.layer(key, "motion")
+        layer = self.layer(key, "motion") or self._adopt(key, "motion")
         viewer = self.viewer
         if layer is not None and layer.ndim == 4:
             update_vectors(layer, vectors, magnitudes, scale, translate, metadata, style)

@@ -73,6 +73,7 @@ class _Job:
     pbar: Any = None
     outcome: str | None = None
     steps: Any = None  # a generator applying the result step by step (GUI thread)
+    prep: Any = None  # a generator preparing for the result while the job runs (GUI thread)
     on_error: Any = None
     worker_done: bool = False
 
@@ -107,8 +108,12 @@ class JobRunner(QObject):
     def start(self, key: Hashable, job: str, fn: Callable, *args: Any, name: str | None = None,
               on_result: Callable[[Any], None] | None = None,
               on_error: Callable[[str, BaseException], None] | None = None,
-              progress_label: str | None = None, **kwargs: Any) -> bool:
+              progress_label: str | None = None, prepare: Any = None, **kwargs: Any) -> bool:
         """Run ``fn(*args, progress=..., cancel=..., **kwargs)`` in a worker thread for image ``key``.
+
+        ``prepare`` (a generator) runs on the GUI thread while the job works, one step per event-loop turn
+        (e.g. creating the layers the result will fill); steps it has not run when the result arrives run
+        first, and it is closed when the job fails or is cancelled (``on_error`` then undoes what it made).
 
         ``on_result(value)`` runs on the GUI thread when it succeeds — when it returns a generator, each of
         its steps runs in its own event-loop turn, and the image stays busy until the last;
@@ -124,8 +129,8 @@ class JobRunner(QObject):
             show_warning(f"Cardiac motion: {exc}")
             return False
         try:
-            self._launch(_Job(key, job, None, threading.Event()), fn, args, kwargs, on_result, on_error,
-                         progress_label)
+            self._launch(_Job(key, job, None, threading.Event(), prep=prepare), fn, args, kwargs, on_result,
+                         on_error, progress_label)
         except Exception:
             self.state.end_job(key)
             raise
@@ -169,6 +174,28 @@ class JobRunner(QObject):
         worker.returned.connect(lambda out: self._on_returned(entry, out, on_result, on_error))
         worker.finished.connect(lambda: self._on_finished(entry))
         worker.start()
+        if entry.prep is not None:
+            QTimer.singleShot(NEXT_TURN_MS, lambda: self._prep_step(entry))
+
+    def _prep_step(self, entry: _Job) -> None:
+        """One step of the job's preparation (see :meth:`start`); a failing one only ends the preparation."""
+        if entry.prep is None:
+            return
+        try:
+            next(entry.prep)
+        except Exception:  # StopIteration, or a preparation that failed: the landing makes what is missing
+            entry.prep = None
+            return
+        QTimer.singleShot(NEXT_TURN_MS, lambda: self._prep_step(entry))
+
+    @staticmethod
+    def _after(prep, steps):
+        """The rest of ``prep``, then the landing ``steps`` (each a step of its own)."""
+        try:
+            yield from prep
+        except Exception:
+            pass
+        return (yield from steps)
 
     def _open_pbar(self, entry: _Job, label: str) -> None:
         """napari's progress bar (activity dock) for a job still running."""
@@ -211,6 +238,10 @@ class JobRunner(QObject):
     def _on_returned(self, entry: _Job, out, on_result, on_error) -> None:
         from napari.utils.notifications import show_error, show_info
 
+        prep, entry.prep = entry.prep, None
+        if prep is not None and (isinstance(out, _Failure) or entry.cancel.is_set() or on_result is None):
+            prep.close()
+            prep = None
         if isinstance(out, _Failure):
             error = out.error
             if entry.cancel.is_set() or isinstance(error, CancelledError):
@@ -236,6 +267,8 @@ class JobRunner(QObject):
             except Exception as exc:  # never a traceback in the user's face
                 self._failed(entry, exc, on_error)
                 return
+            if prep is not None:
+                steps = self._after(prep, steps if inspect.isgenerator(steps) else iter(()))
             if inspect.isgenerator(steps):  # apply in steps, one per event-loop turn
                 entry.steps = steps
                 entry.on_error = on_error

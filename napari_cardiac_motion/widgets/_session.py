@@ -149,6 +149,17 @@ class Session(QObject):
         self.runner.cancel()
 
     # -- landing predictions ----------------------------------------------------------------------
+    def prepare_steps(self, key: Hashable, snapshot: LayerSnapshot):
+        """While a Run works (GUI thread, one step per event-loop turn): create the empty segmentation and
+        motion layers a first result of ``key`` will fill (see :meth:`LayerBinding.add_placeholder`)."""
+        for kind in ("segmentation", "motion"):
+            if self.binding.add_placeholder(key, kind, snapshot):
+                yield
+
+    def drop_placeholders(self, key: Hashable) -> None:
+        """Remove the empty layers :meth:`prepare_steps` made for ``key`` (no result will fill them)."""
+        self.binding.drop_placeholders(key)
+
     def land(self, key: Hashable, image_layer, out: PredictionOutput, arrow_mode: str,
              parent: Any = None, snapshot: LayerSnapshot | None = None) -> bool:
         """Show a prediction for ``key`` now (all of :meth:`land_steps` at once); returns its value."""
@@ -170,6 +181,7 @@ class Session(QObject):
         r = out.result
         loss = self.state.loss_if_applied(key, r.labels.shape)
         if loss is not None and not ask(parent, "Discard edits?", f"{loss}\n\nShow the new result anyway?"):
+            self.drop_placeholders(key)
             return False
         scale = snapshot.scale if snapshot is not None else self.state.image(key).scale
         translate = snapshot.translate if snapshot is not None else self.state.image(key).translate

@@ -274,7 +274,8 @@ class RunWidget(QWidget):
 
         started = self.session.runner.start(
             key, JOB, predict_job, snap, model_path, self.device_combo.currentText(), None if ed < 0 else ed,
-            arrow_mode, name=layer.name, on_result=land, on_error=self._on_error)
+            arrow_mode, name=layer.name, on_result=land, on_error=self._on_error,
+            prepare=self.session.prepare_steps(key, snap))
         if not started:
             return
         self._run_key = key
@@ -315,6 +316,8 @@ class RunWidget(QWidget):
 
     def _on_finished(self, key, job: str, outcome: str) -> None:
         if key == self._run_key and job == JOB:
+            if outcome != "done" or self.last_outcome not in (None, "done"):
+                self.session.drop_placeholders(key)  # no result fills the layers made while it ran
             if self.last_outcome is None:
                 self.last_outcome = outcome
                 if outcome == "cancelled":

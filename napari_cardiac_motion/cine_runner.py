@@ -5,6 +5,10 @@ A chunk is a few slices with all their frames in cycle order from ED. The encode
 run ``sub`` frames at a time (bounded memory); the motion branch runs with the slices as its batch; the
 labels (input grid), the motion (input voxels, frame t → ED) and the quality-control evidence are written
 into the runner's full-size arrays. Progress is reported and cancellation checked per slice.
+
+Temporal consistency (``fuse`` > 0): once a slice's motion is known, each frame's soft-max ``P_t`` is
+blended with the ED soft-max carried to that frame by the motion, ``(1 − w) P_t + w P_ED(p + u_t(p))``,
+before the arg-max (model grid; ``w = fuse``; the ED frame is unchanged since ``u_ED = 0``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .conventions import LV_BLOOD_POOL, cycle_order, ed_es_from_lv_volumes
 from .errors import CancelledError
 from .geometry import Region, flow_to_input, to_input, to_model
 from .model.network import JointMotionSegNet
+from .model.transformer import warp
 from .motion_refine import RefineSettings, pool_probs, refine_motion
 from .preprocessing import apply_window
 from .qc import n_evidence, softmax_evidence
@@ -71,7 +76,7 @@ class CineRunner:
     def __init__(self, data: np.ndarray, model: JointMotionSegNet, device: torch.device, region: Region,
                  window: tuple[float, float], *, n_passes: int, sub: int, tta: bool, motion_mode: str,
                  refine: RefineSettings, qc: bool, qc_pixel: tuple[float, float],
-                 progress: ProgressCallback | None, cancel: CancelCheck | None):
+                 progress: ProgressCallback | None, cancel: CancelCheck | None, fuse: float = 0.0):
         self.data, self.model, self.dev, self.region, self.window = data, model, device, region, window
         n_t, n_z, h, w = data.shape
         self.n_t, self.n_z = n_t, n_z
@@ -85,6 +90,10 @@ class CineRunner:
         #: per slice, the refinement's soft-max maps ``(T, C, h, w)`` in frame order (pooled, float16), kept
         #: from the segmenting pass so that a later motion-only pass does not run the segmentation again
         self.seg_for_refine: dict[int, torch.Tensor] = {}
+        #: weight of the ED labels carried by the motion in each frame's labels (module doc; 0: off)
+        self.fuse = float(fuse) if n_t > 1 else 0.0
+        #: per slice, the model-grid soft-max ``(T, C, h, w)`` in frame order (float16) awaiting its motion
+        self.probs_for_fusion: dict[int, torch.Tensor] = {}
         self.n_passes, self.done = n_passes, 0
         self.report = progress or (lambda *_: None)
         self.cancel = cancel
@@ -94,7 +103,7 @@ class CineRunner:
         """All passes over the slice ``chunks``; returns the ED frame. With ``ed_frame`` one pass segments
         and estimates motion from the same features; without, a first pass segments every frame, the
         labels are cleaned and ED picked (largest LV blood pool), and a second pass estimates the motion.
-        ``clean`` (in place, e.g. the anatomy clean-up) runs once on the final labels."""
+        ``clean`` (in place, e.g. the anatomy clean-up) runs on the final labels (after the fusion too)."""
         known = ed_frame is not None
         ed = int(ed_frame) if known else 0
         for zs in chunks:  # with ED known: segment and motion from the same features; else segment only
@@ -107,6 +116,8 @@ class CineRunner:
             for zs in chunks:
                 self.run_chunk(zs, ed, segment=False, estimate_motion=True)
                 release_freed_memory()
+            if self.fuse > 0 and clean is not None:  # the fused labels of the motion pass
+                clean(self.labels)
         return ed
 
     def tick(self, what: str, z: int) -> None:
@@ -144,7 +155,7 @@ class CineRunner:
         keep_probs = segment and self.use_seg_term
         for k, z in enumerate(zs):
             check_cancel(self.cancel)
-            feats_ed, mf, pooled = None, [], []
+            feats_ed, mf, pooled, full = None, [], [], []
             for a in range(0, self.n_t, self.sub):
                 xs = xp[k * self.n_t + a: k * self.n_t + min(a + self.sub, self.n_t)]
                 feats = self.model.encode(xs)
@@ -155,14 +166,20 @@ class CineRunner:
                         evid.append(softmax_evidence(probs) * self.px_mm2)
                     if keep_probs:
                         pooled.append(pool_probs(probs, self.refine.stride).half())
+                    if self.fuse > 0:
+                        full.append(probs.half())
                 if estimate_motion and self.n_t > 1:
                     feats_ed = feats_ed or [f[:1] for f in feats]
                     mf.append(self.model.motion_features(feats_ed, feats))
             if mf:
                 mfeats.append(torch.cat(mf, 0))
+            to_frames = torch.tensor(order, device=xp.device)
             if pooled:  # cycle order -> frame order
                 p = torch.cat(pooled, 0)
-                self.seg_for_refine[z] = torch.empty_like(p).index_copy_(0, torch.tensor(order, device=p.device), p)
+                self.seg_for_refine[z] = torch.empty_like(p).index_copy_(0, to_frames, p)
+            if full:
+                p = torch.cat(full, 0)
+                self.probs_for_fusion[z] = torch.empty_like(p).index_copy_(0, to_frames, p)
             self.tick(what, z)
         if segment:
             self.write_labels(zs, order, labs, evid)
@@ -193,8 +210,26 @@ class CineRunner:
         if self.do_refine:
             p_m = torch.stack([self.seg_for_refine[z][order] for z in zs]) if self.use_seg_term else None
             flows = refine_motion(x.view(b, self.n_t, hh, ww), flows, p_m, self.refine)
+        if self.fuse > 0:
+            self.fuse_labels(zs, order, flows)
         u = flow_to_input(flows.flatten(0, 1), self.region).view(b, self.n_t, 2, y1 - y0, x1 - x0)
         u = u.permute(0, 1, 3, 4, 2).cpu().numpy()
         for k, z in enumerate(zs):
             self.motion[order, z, y0:y1, x0:x1] = u[k]
         self.motion[ed, :, y0:y1, x0:x1] = 0.0  # u_ED = 0 (outside the box it was never written)
+
+    def fuse_labels(self, zs: list[int], order: list[int], flows: torch.Tensor) -> None:
+        """Rewrite the labels of slices ``zs`` from their soft-max blended with the ED soft-max carried by
+        ``flows`` ``(B, T, 2, h, w)`` (cycle order, model pixels; module doc)."""
+        y0, y1, x0, x1 = self.region.input_box()
+        for k, z in enumerate(zs):
+            probs = self.probs_for_fusion.pop(z, None)
+            if probs is None:
+                continue
+            p = probs[order].float()  # cycle order: ED first
+            flow = flows[k].to(p.dtype).clone()
+            flow[0] = 0.0  # u_ED = 0, as in the motion output
+            carried = warp(p[:1].expand(len(order), -1, -1, -1), flow)
+            fused = (1.0 - self.fuse) * p + self.fuse * carried
+            lab = to_input(fused, self.region).argmax(1).to(torch.uint8).cpu().numpy()
+            self.labels[order, z, y0:y1, x0:x1] = lab

@@ -163,12 +163,13 @@ def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | Non
 
 
 def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mode: str, largest_component: bool,
-              emptied: list[tuple[int, int]], qc_result: QCResult | None, echo: bool = False) -> dict[str, Any]:
+              emptied: list[tuple[int, int]], qc_result: QCResult | None, echo: bool = False,
+              fuse: float = 0.0) -> dict[str, Any]:
     """``InferenceResult.metadata`` (see there); an echo prediction adds ``modality``, ``qc_note`` and ``clean_up``."""
     extra = {"modality": "US", "qc_note": ECHO_QC_NOTE,
              "clean_up": ECHO_CLEAN_NOTE if largest_component else None} if echo else {}
     return {**extra, "region": dict(region, found=how), "tta": bool(tta),
-            "motion": {"mode": motion_mode, "refine": refine},
+            "motion": {"mode": motion_mode, "refine": refine}, "fuse": float(fuse),
             "largest_component": bool(largest_component),
             # (frame, slice) pairs whose blood pool the clean-up's valve rule emptied (less than half a
             # ring of myocardium: the atrium, not the ventricle)
@@ -192,7 +193,11 @@ def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]
     if echo:
         lv, myo = (description.value_of(k) if description is not None else None for k in ("LV", "Myo"))
         return lambda lab: clean_echo_labels(lab, lv or 1, myo or 2, inplace=True)
-    return lambda lab: keep_largest_components(lab, inplace=True, dropped=emptied)
+
+    def clean(lab: np.ndarray) -> None:  # may run twice (after the fusion): report the last run only
+        emptied.clear()
+        keep_largest_components(lab, inplace=True, dropped=emptied)
+    return clean
 
 
 def predict_cine(
@@ -212,6 +217,7 @@ def predict_cine(
     refine: RefineSettings | None = None,
     qc: bool = True,
     description: ModelDescription | None = None,
+    fuse: float = 0.0,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -237,9 +243,13 @@ def predict_cine(
         qc: score every (frame, slice) for quality control (:mod:`.qc`; the soft-max evidence is summed
             inside the segmenting pass) into ``result.qc``.
         description: what the model segments (``describe(metadata)``); ``"US"``: the echo path (module doc).
+        fuse: temporal consistency, 0–1: weight of the ED labels carried by the motion in every frame's
+            labels (soft-max blend before the arg-max, :mod:`.cine_runner`); 0 = off.
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
+    if not 0.0 <= float(fuse) < 1.0:
+        raise InputError(f"The fusion weight must be in [0, 1), got {fuse}.")
     t0 = time.perf_counter()
     data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)
                      else (validate_cine_array(cine), spacing))
@@ -261,7 +271,7 @@ def predict_cine(
     runner = CineRunner(data, model, dev, region, window, n_passes=1 if ed_frame is not None else 2,
                         sub=max(1, min(n_t, max_sub_frames or (512 if dev.type != "cpu" else 16))), tta=tta,
                         motion_mode=motion_mode, refine=refine, qc=qc and not echo, qc_pixel=qc_pixel,
-                        progress=progress, cancel=cancel)
+                        progress=progress, cancel=cancel, fuse=fuse)
     emptied: list[tuple[int, int]] = []  # (frame, slice) pairs the clean-up's valve rule emptied
     with torch.inference_mode(), autocast_for(dev, use_amp):
         ed = runner.run_passes(slice_chunks(n_z, n_t, max_frames), ed_frame,
@@ -272,6 +282,6 @@ def predict_cine(
     qc_result = None if runner.evidence is None else assess(
         labels, motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
     meta = _metadata(region.to_dict(spacing_yx), how, tta, refine.to_dict() if runner.do_refine else None,
-                     motion_mode, largest_component, emptied, qc_result, echo)
+                     motion_mode, largest_component, emptied, qc_result, echo, runner.fuse)
     return InferenceResult(labels=labels, motion=motion, ed_frame=ed, es_frame=es, lv_volume_voxels=lv,
                            device=str(dev), seconds=time.perf_counter() - t0, metadata=meta, qc=qc_result)

@@ -304,3 +304,30 @@ def test_progress_and_cancel_are_per_slice_within_one_chunk():
         predict_cine(_cine(t=3, z=4), JointMotionSegNet(TINY), device="cpu", ed_frame=0,
                      progress=lambda d, t, m: calls.append((d, t)), cancel=cancel)
     assert calls == [(1, 4), (2, 4)]
+
+
+def test_fusion_makes_labels_follow_the_carried_ed_labels(shipped):
+    """``fuse``: each frame's labels blend in the ED labels carried by the motion, so they agree with them
+    more than without; the ED frame is unchanged; a weight outside [0, 1) is refused."""
+    from napari_cardiac_motion.cine import Cine
+    from napari_cardiac_motion.model.transformer import warp_array
+
+    sample = _sample_cine()
+    cine = Cine(sample.data[:6, 4:8].copy(), sample.spacing, name="part")
+    runs = {w: predict_cine(cine, shipped, device="cpu", ed_frame=0, fuse=w, qc=False) for w in (0.0, 0.6)}
+    np.testing.assert_array_equal(runs[0.0].labels[0], runs[0.6].labels[0])
+    np.testing.assert_array_equal(runs[0.0].motion, runs[0.6].motion)  # the motion is not touched
+    assert runs[0.6].metadata["fuse"] == 0.6 and runs[0.0].metadata["fuse"] == 0.0
+
+    def agreement(res) -> float:
+        ed = res.labels[0].astype(np.float32)  # (Z, Y, X)
+        scores = []
+        for t in range(1, res.labels.shape[0]):
+            carried = warp_array(ed[:, None], res.motion[t], mode="nearest")[:, 0].round().astype(np.uint8)
+            scores.append(np.mean([_dice(res.labels[t] == c, carried == c) for c in (1, 2, 3)]))
+        return float(np.mean(scores))
+
+    plain, fused = agreement(runs[0.0]), agreement(runs[0.6])
+    assert fused > plain + 0.01, (plain, fused)
+    with pytest.raises(InputError, match="fusion weight"):
+        predict_cine(cine, shipped, device="cpu", ed_frame=0, fuse=1.5)

@@ -52,6 +52,9 @@ def add_motion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-steps", type=int, default=None, metavar="N",
                    help="test-time refinement steps of the motion (default: the model's default, "
                         "0 = off; see the model card)")
+    p.add_argument("--fuse", type=float, default=None, metavar="W",
+                   help="temporal consistency: weight 0–1 of the ED labels carried by the motion in each "
+                        "frame's labels (default: the model card's; 0 = off)")
 
 
 def motion_kwargs(args: argparse.Namespace) -> dict:
@@ -64,6 +67,11 @@ def motion_kwargs(args: argparse.Namespace) -> dict:
         if steps < 0:
             raise InputError(f"--refine-steps must be 0 or more, got {steps}.")
         kw["refine"] = RefineSettings(steps=steps)
+    fuse = getattr(args, "fuse", None)
+    if fuse is not None:
+        if not 0.0 <= fuse < 1.0:
+            raise InputError(f"--fuse must be in [0, 1), got {fuse}.")
+        kw["fuse"] = fuse
     return kw
 
 

@@ -56,6 +56,12 @@ from .cine_runner import (CancelCheck, CineRunner, ProgressCallback, autocast_fo
                           slice_chunks)
 
 
+#: default weight of the ED labels carried by the motion in each frame's MR labels (``predict_cine(fuse=…)``).
+#: Chosen on the 20 ACDC validation ED/ES pairs (``evaluate --fuse W``): ES Dice LV/Myo/RV 0.930/0.882/0.844
+#: without, 0.936/0.883/0.844 at 0.15, 0.937/0.884/0.845 at 0.25, 0.937/0.884/0.846 at 0.35, 0.934/0.883/0.827
+#: at 0.5; the lowest ES LV Dice 0.791 → 0.883 (a small hypertrophic cavity); ED is unchanged.
+DEFAULT_FUSE = 0.25
+
 @dataclass
 class InferenceResult:
     """Output of :func:`predict_cine`.
@@ -217,7 +223,7 @@ def predict_cine(
     refine: RefineSettings | None = None,
     qc: bool = True,
     description: ModelDescription | None = None,
-    fuse: float = 0.0,
+    fuse: float | None = None,
 ) -> InferenceResult:
     """Segment every frame and slice of a cine and estimate its motion to the ED frame.
 
@@ -244,11 +250,13 @@ def predict_cine(
             inside the segmenting pass) into ``result.qc``.
         description: what the model segments (``describe(metadata)``); ``"US"``: the echo path (module doc).
         fuse: temporal consistency, 0–1: weight of the ED labels carried by the motion in every frame's
-            labels (soft-max blend before the arg-max, :mod:`.cine_runner`); 0 = off.
+            labels (soft-max blend before the arg-max, :mod:`.cine_runner`); 0 = off; ``None`` =
+            :data:`DEFAULT_FUSE` for MR, off for echo (not measured there yet).
     """
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
-    if not 0.0 <= float(fuse) < 1.0:
+    fuse = (0.0 if is_echo(description) else DEFAULT_FUSE) if fuse is None else float(fuse)
+    if not 0.0 <= fuse < 1.0:
         raise InputError(f"The fusion weight must be in [0, 1), got {fuse}.")
     t0 = time.perf_counter()
     data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)

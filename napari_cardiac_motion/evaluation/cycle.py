@@ -176,9 +176,14 @@ def evaluate_full_cine(folder: str | Path, model, device: str = "auto", baseline
                        **predict_kwargs: Any) -> dict[str, Any]:
     """Run the model over a whole cine (ED given) and return :func:`cycle_metrics`, the ED→ES
     propagation of the reference labels through the cine's motion (``propagation``) and, with
-    ``baseline="demons"``, demons' on the same two frames (``demons_propagation``)."""
+    ``baseline="demons"``, demons' on the same two frames (``demons_propagation``).
+
+    The carried-label overlap compares the motion with the model's own segmentation made *without*
+    temporal fusion (``fuse=0`` unless asked otherwise): fused labels already contain the carried ED
+    labels, which would make the comparison circular."""
     from ..inference import predict_cine
 
+    predict_kwargs.setdefault("fuse", 0.0)
     cine, ed, es, ed_gt, es_gt, slices = load_full_cine(folder)
     res = predict_cine(cine, model, device=device, ed_frame=ed, **predict_kwargs)
     out: dict[str, Any] = {"case": Path(folder).name, "shape_TZYX": list(cine.shape), "es_frame": es,

@@ -2,7 +2,7 @@
 
     python benchmarks/inference_speed.py [--input CINE.nii.gz] [--device cpu|cuda|mps|auto]
                                          [--repeats 3] [--threads N] [--tta] [--flops]
-                                         [--motion pairwise|recurrent] [--refine-steps N]
+                                         [--motion pairwise|recurrent] [--refine-steps N] [--fuse W]
 
 Default input: ``../shared/data/sunnybrook/SC-HF-I-5/sa.nii.gz`` (256×256×11×20, 1.37 mm pixels) when
 present, else a synthetic cine of that size with 1.37 mm pixels. Prints the warm wall time (median of
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from napari_cardiac_motion.cine import Cine
+from napari_cardiac_motion.cli.predict import add_motion_arguments, motion_kwargs
 from napari_cardiac_motion.inference import predict_cine
 from napari_cardiac_motion.model import load_checkpoint
 
@@ -51,9 +52,7 @@ def main() -> None:
     ap.add_argument("--ed-frame", type=int, default=0)
     ap.add_argument("--tta", action="store_true")
     ap.add_argument("--flops", action="store_true")
-    ap.add_argument("--motion", default="pairwise", choices=("pairwise", "recurrent"))
-    ap.add_argument("--refine-steps", type=int, default=None,
-                    help="test-time motion refinement steps (default: the package default; 0 = off)")
+    add_motion_arguments(ap)  # --motion, --refine-steps, --fuse (as predict)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,10 +65,7 @@ def main() -> None:
     else:
         cine = synthetic()
     model, meta = load_checkpoint(args.model)
-    kw: dict = {"motion_mode": args.motion}
-    if args.refine_steps is not None:
-        from napari_cardiac_motion.motion_refine import RefineSettings
-        kw["refine"] = RefineSettings(steps=args.refine_steps)
+    kw = motion_kwargs(args)
     run = lambda: predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, tta=args.tta, **kw)  # noqa: E731
     res = run()  # warm-up (and CUDA context, cuDNN autotune)
     walls, cpus = [], []

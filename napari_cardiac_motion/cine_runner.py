@@ -153,6 +153,8 @@ class CineRunner:
         xp, _ = self.model.pad16(x)
         labs, mfeats, evid = [], [], []
         keep_probs = segment and self.use_seg_term
+        # with fusion in this same chunk the labels come from the fused soft-max only (one re-sampling)
+        labels_now = not (self.fuse > 0 and estimate_motion and self.n_t > 1)
         for k, z in enumerate(zs):
             check_cancel(self.cancel)
             feats_ed, mf, pooled, full = None, [], [], []
@@ -161,7 +163,8 @@ class CineRunner:
                 feats = self.model.encode(xs)
                 if segment:
                     probs = self.segment(xs, feats)
-                    labs.append(to_input(probs, self.region).argmax(1).to(torch.uint8))
+                    if labels_now:
+                        labs.append(to_input(probs, self.region).argmax(1).to(torch.uint8))
                     if self.evidence is not None:
                         evid.append(softmax_evidence(probs) * self.px_mm2)
                     if keep_probs:
@@ -190,9 +193,10 @@ class CineRunner:
                      ) -> None:
         """Labels (input grid, inside the processed box) and QC evidence of slices ``zs`` into the outputs."""
         y0, y1, x0, x1 = self.region.input_box()
-        lab = torch.cat(labs, 0).view(len(zs), self.n_t, y1 - y0, x1 - x0).cpu().numpy()
-        for k, z in enumerate(zs):
-            self.labels[order, z, y0:y1, x0:x1] = lab[k]
+        if labs:  # (none when the fusion writes them)
+            lab = torch.cat(labs, 0).view(len(zs), self.n_t, y1 - y0, x1 - x0).cpu().numpy()
+            for k, z in enumerate(zs):
+                self.labels[order, z, y0:y1, x0:x1] = lab[k]
         if evid:
             ev = torch.cat(evid, 0).view(len(zs), self.n_t, -1).cpu().numpy()
             for k, z in enumerate(zs):

@@ -54,10 +54,21 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     return Path(key)
 
 
+def model_argument(model: str | os.PathLike | None) -> Path:
+    """:func:`resolve_model` for a front-end's ``--model``: an existing checkpoint file, else a one-line
+    :class:`CheckpointError` naming the shipped models (``default``, ``echo``) for an unknown name."""
+    path = resolve_model(model)
+    if not path.exists() and str(model or "default") not in SHIPPED_MODELS:  # a missing shipped file: the loader says so
+        names = ", ".join(f"'{n}'" for n in SHIPPED_MODELS)
+        raise CheckpointError(f"Unknown model '{model}': not a shipped model ({names}), and the checkpoint file "
+                              f"{path} does not exist; give one of those names or an existing .pt file.")
+    return path
+
+
 def load_model(model: str | os.PathLike | None, device: str = "cpu") -> tuple[JointMotionSegNet, dict[str, Any]]:
-    """``(model in eval mode, metadata)`` of a shipped model name or a checkpoint path (:func:`resolve_model`);
+    """``(model in eval mode, metadata)`` of a shipped model name or a checkpoint path (:func:`model_argument`);
     uncached (the CLI loads once)."""
-    return load_checkpoint(resolve_model(model), device=device)
+    return load_checkpoint(model_argument(model), device=device)
 
 
 _MODEL_CACHE: dict[tuple, tuple[JointMotionSegNet, dict]] = {}

@@ -51,6 +51,11 @@ structures), at least the model's ``input_size``; training crops of that size ar
 ``jitter`` model pixels. Memory: only that region of the cine is kept, as float32
 (``T·Z·(H+2·jitter)·(W+2·jitter)·4`` bytes), built frame by frame.
 
+Echo models (``description`` with modality US): one apical 2D+t clip ``(T, 1, Y, X)``; the region is the whole
+frame at the model's pixel size (as echo inference runs), the structures scored by the check are the model's
+(LV cavity, LV myocardium, left atrium) and a clip is not taken to be a closed cycle (CAMUS clips are ED→ES
+half cycles). The fine-tuned model keeps its parent's description (:func:`..model_store.save_finetuned`).
+
 The parts have their own modules: :mod:`.finetune_regions` (inputs and geometry),
 :mod:`.finetune_loop` (settings and the optimisation loop) and :mod:`.finetune_guard` (the held-out
 check); their public names are re-exported here.
@@ -69,6 +74,7 @@ from ..cine import Cine, validate_cine_array
 from ..devices import resolve_device
 from ..errors import CancelledError, InputError
 from ..model.network import JointMotionSegNet
+from ..model_description import MR_DEFAULT, ModelDescription
 from .finetune_guard import (
     CheckSet,
     blend_models,
@@ -101,10 +107,13 @@ def resolve_settings(settings: FinetuneSettings | None, steps: int | None, lr: f
     return s
 
 
-def corrected_inputs(cine: Cine | np.ndarray, corrections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(data (T, Z, Y, X), corrections uint8, mask (T, Z))``, checked; raises when nothing is corrected."""
+def corrected_inputs(cine: Cine | np.ndarray, corrections: np.ndarray, description: ModelDescription | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data (T, Z, Y, X), corrections uint8, mask (T, Z))``, checked against the model's classes
+    (``description``; MR when None); raises when nothing is corrected."""
     data = cine.data if isinstance(cine, Cine) else validate_cine_array(cine)
-    corr_full = validate_corrections(corrections, data.shape)
+    corr_full = validate_corrections(corrections, data.shape,
+                                     None if description is None else {c.value: c.name for c in description.classes})
     mask = labelled_mask(corr_full)
     if not mask.any():
         raise InputError(
@@ -133,6 +142,7 @@ def finetune(
     guard: str | None | type[Ellipsis] = ...,
     ed_frame: int | None = None,
     settings: FinetuneSettings | None = None,
+    description: ModelDescription | None = None,
 ) -> tuple[JointMotionSegNet, dict[str, Any]]:
     """Fine-tune a copy of ``model`` on ``cine`` from ``corrections`` (see the module docstring).
 
@@ -145,6 +155,9 @@ def finetune(
         progress: ``progress(step, total, losses)`` after every step (losses: floats by name).
         cancel: returns True to stop; checked before every step (raises :class:`CancelledError`).
         ed_frame: reference frame; default: largest predicted LV blood pool on the corrected slices.
+        description: what the model segments (``describe(metadata)``; MR when None): the allowed labels, the
+            structures the check scores, and for an echo model (modality US) its geometry: the whole frame
+            at the model's pixel size, as echo inference sees it, and a clip that is not a closed cycle.
     Returns:
         ``(new_model in eval mode on device, history)``; history has ``losses`` (one dict per step),
         ``seconds`` (and ``seconds_parts``: prepare, train, check), ``ed_frame``, ``corrected`` (list of
@@ -157,14 +170,15 @@ def finetune(
     """
     s = resolve_settings(settings, steps, lr, guard)
     t_start = time.perf_counter()
-    data, corr_full, mask = corrected_inputs(cine, corrections)
+    desc = description or MR_DEFAULT
+    data, corr_full, mask = corrected_inputs(cine, corrections, desc)
     sparse = is_sparse(mask, s.sparse_fraction)
     s = for_corrections(s, mask)
     n_t = data.shape[0]
     dev = resolve_device(device)
     spacing_yx = cine_spacing_yx(cine)
     m = max(0, int(s.jitter))
-    check_region, train_region = finetune_regions(corr_full, mask, model, spacing_yx, m)
+    check_region, train_region = finetune_regions(corr_full, mask, model, spacing_yx, m, whole_frame=desc.is_echo)
     image, corr = sample_region(data, corr_full, train_region, dev)  # (T, Z, H+2m, W+2m)
     ch, cw = check_region.size
     image_c, corr_c = image[..., m:m + ch, m:m + cw], corr[..., m:m + ch, m:m + cw]  # the check's view
@@ -172,7 +186,7 @@ def finetune(
     start = copy.deepcopy(model).to(dev).eval()
     corrected_slices = sorted({int(z) for z in np.nonzero(mask)[1]})
     if ed_frame is None:
-        ed_frame = estimate_ed_frame(start, image_c, corrected_slices, dev)
+        ed_frame = estimate_ed_frame(start, image_c, corrected_slices, dev, desc.value_of("LV") or 1)
     ed = int(ed_frame)
     if not 0 <= ed < n_t:
         raise InputError(f"ED frame {ed} is out of range: the cine has frames 0–{n_t - 1}.")
@@ -182,7 +196,8 @@ def finetune(
 
     student = copy.deepcopy(start)
     t_train = time.perf_counter()
-    losses = train_loop(student, image, corr, train_mask, ed, (ch, cw), s, dev, progress or (lambda *_: None), cancel)
+    losses = train_loop(student, image, corr, train_mask, ed, (ch, cw), s, dev, progress or (lambda *_: None), cancel,
+                        closed_cycle=not desc.is_echo)
 
     t_check = time.perf_counter()
     check = None
@@ -190,10 +205,10 @@ def finetune(
     if checks and any(len(c[1]) for c in checks):
         if cancel is not None and cancel():
             raise CancelledError("Fine-tuning cancelled before the check; the previous model is kept.")
-        result, check = select_model(start, student, image_c, checks, s.blends, dev, s.check_tolerance)
+        result, check = select_model(start, student, image_c, checks, s.blends, dev, s.check_tolerance, desc.keys())
     seconds = {"prepare": t_train - t_start, "train": t_check - t_train, "check": time.perf_counter() - t_check}
     hist = finetune_history(losses, seconds, ed, mask, s, check_region.to_dict(spacing_yx), check)
-    hist["sparse"] = sparse
+    hist.update(sparse=sparse, modality=desc.modality, classes={str(k): v for k, v in desc.keys().items()})
     return result, hist
 
 

@@ -38,16 +38,18 @@ def blend_models(start: JointMotionSegNet, tuned: JointMotionSegNet, alpha: floa
     return out.eval()
 
 
-def estimate_ed_frame(model: JointMotionSegNet, image: np.ndarray, slices: list[int], device: torch.device) -> int:
-    """Frame of the largest predicted LV blood pool over ``slices`` of a normalised ``(T, Z, Y, X)`` image."""
+def estimate_ed_frame(model: JointMotionSegNet, image: np.ndarray, slices: list[int], device: torch.device,
+                      lv: int = LV_BLOOD_POOL) -> int:
+    """Frame of the largest predicted LV blood pool (label ``lv``; the LV cavity of an echo model) over
+    ``slices`` of a normalised ``(T, Z, Y, X)`` image."""
     n_t = image.shape[0]
-    lv = np.zeros(n_t)
+    area = np.zeros(n_t)
     model.eval()
     with torch.inference_mode():
         for z in slices:
             x = torch.from_numpy(image[:, z]).unsqueeze(1).to(device)
-            lv += (model.segment(x).argmax(1) == LV_BLOOD_POOL).flatten(1).sum(1).cpu().numpy()
-    return ed_es_from_lv_volumes(lv)[0]
+            area += (model.segment(x).argmax(1) == lv).flatten(1).sum(1).cpu().numpy()
+    return ed_es_from_lv_volumes(area)[0]
 
 
 def segment_pairs(model: JointMotionSegNet, image: np.ndarray, pairs: list[tuple[int, int]],
@@ -83,12 +85,13 @@ def split_holdout(mask: np.ndarray, every: int) -> tuple[np.ndarray, list[tuple[
     return train, held
 
 
-def check_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def check_scores(pred: np.ndarray, truth: np.ndarray, keys: dict[int, str] | None = None) -> dict[str, float]:
     """Dice per structure of predicted labels vs the held-out labels (both ``(N, H, W)``), on the voxels
-    the held-out labels cover (255 = not covered)."""
+    the held-out labels cover (255 = not covered); ``keys`` ``{value: short key}`` are the model's structures
+    (:meth:`..model_description.ModelDescription.keys`; default the MR ones: LV, Myo, RV)."""
     valid = truth != UNLABELLED
     p, g = pred[valid], truth[valid]
-    return {key: dice(p, g, c) for c, key in STRUCTURE_KEYS.items()}
+    return {key: dice(p, g, c) for c, key in (keys or STRUCTURE_KEYS).items()}
 
 
 def propagated_check(model: JointMotionSegNet, image: np.ndarray, corr: np.ndarray, mask: np.ndarray,
@@ -121,7 +124,7 @@ def propagated_check(model: JointMotionSegNet, image: np.ndarray, corr: np.ndarr
 
 def select_model(start: JointMotionSegNet, tuned: JointMotionSegNet, image: np.ndarray,
                  checks: list[CheckSet], blends: tuple[float, ...], device: torch.device,
-                 tolerance: float = 0.005) -> tuple[JointMotionSegNet, dict[str, Any]]:
+                 tolerance: float = 0.005, keys: dict[int, str] | None = None) -> tuple[JointMotionSegNet, dict[str, Any]]:
     """Score the starting model and the blends ``α`` of ``tuned`` on every check set
     ``(name, pairs, labels)`` (the first set is the primary one).
 
@@ -130,19 +133,20 @@ def select_model(start: JointMotionSegNet, tuned: JointMotionSegNet, image: np.n
     any other set (labels carried by the motion to frames nobody corrected) is lower at all. The
     qualifying candidate with the highest mean over all sets is
     returned (else a copy of the start), with a report
-    ``{name: {"pairs", "original", "candidates": {"α": scores}}, "kept": α, "tolerance"}``."""
+    ``{name: {"pairs", "original", "candidates": {"α": scores}}, "kept": α, "tolerance"}``; scores by the
+    structure ``keys`` (:func:`check_scores`)."""
     checks = [c for c in checks if len(c[1])]
     report: dict[str, Any] = {"kept": 0.0, "tolerance": tolerance}
     base = {}
     for name, pairs, truth in checks:
-        base[name] = check_scores(segment_pairs(start, image, pairs, device), truth)
+        base[name] = check_scores(segment_pairs(start, image, pairs, device), truth, keys)
         report[name] = {"pairs": [list(p) for p in pairs], "original": base[name], "candidates": {}}
     best, best_mean = None, -1.0
     for alpha in sorted({float(a) for a in blends if a > 0}, reverse=True) if checks else []:
         cand = tuned if alpha == 1.0 else blend_models(start, tuned, alpha)
         ok, vals = True, []
         for i, (name, pairs, truth) in enumerate(checks):
-            scores = check_scores(segment_pairs(cand, image, pairs, device), truth)
+            scores = check_scores(segment_pairs(cand, image, pairs, device), truth, keys)
             report[name]["candidates"][f"{alpha:g}"] = scores
             if i == 0:
                 ok &= float(np.mean(list(scores.values()))) > float(np.mean(list(base[name].values())))

@@ -118,16 +118,20 @@ def freeze_batchnorm(model: nn.Module) -> None:
 class LoopInputs:
     """What the loop samples from: ``image`` float32 and ``corr`` uint8 ``(T, Z, H, W)`` region arrays
     (255 = unlabelled), ``mask`` ``(T, Z)`` bool (the corrected pairs it may learn from), the ED frame
-    and the crop size ``(h, w)`` in model pixels."""
+    and the crop size ``(h, w)`` in model pixels; ``closed_cycle`` False for a clip that is not a whole cycle (an
+    echo half cycle): its frames are visited by distance from ED instead of wrapping round."""
 
     image: np.ndarray
     corr: np.ndarray
     mask: np.ndarray
     ed: int
     crop: tuple[int, int]
+    closed_cycle: bool = True
 
     def __post_init__(self) -> None:
-        self.order = cycle_order(self.image.shape[0], self.ed)  # ED first
+        n_t = self.image.shape[0]
+        self.order = (cycle_order(n_t, self.ed) if self.closed_cycle  # ED first
+                      else sorted(range(n_t), key=lambda f: (abs(f - self.ed), f)))
         self.corrected_slices = sorted({int(z) for z in np.nonzero(self.mask)[1]})
 
 
@@ -238,10 +242,11 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
 
 def train_loop(student: JointMotionSegNet, image: np.ndarray, corr: np.ndarray, mask: np.ndarray, ed: int,
                crop: tuple[int, int], s: FinetuneSettings, device: torch.device, report: FinetuneProgress,
-               cancel: Callable[[], bool] | None) -> list[dict]:
+               cancel: Callable[[], bool] | None, closed_cycle: bool = True) -> list[dict]:
     """The optimisation loop on ``image``/``corr`` (T, Z, H, W) region arrays; ``mask`` (T, Z) marks the
-    corrected pairs it may learn from. Trains ``student`` in place; returns the losses per step."""
-    d = LoopInputs(image, corr, mask, ed, crop)
+    corrected pairs it may learn from (``closed_cycle``: see :class:`LoopInputs`). Trains ``student`` in place;
+    returns the losses per step."""
+    d = LoopInputs(image, corr, mask, ed, crop, closed_cycle)
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
     teacher = None

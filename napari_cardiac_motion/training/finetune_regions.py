@@ -18,9 +18,11 @@ from ..model.network import JointMotionSegNet
 from ..preprocessing import apply_window, intensity_window
 
 
-def validate_corrections(corrections: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def validate_corrections(corrections: np.ndarray, shape: tuple[int, ...],
+                         classes: dict[int, str] | None = None) -> np.ndarray:
     """Check a corrections array against the image shape ``(T, Z, Y, X)``; returns it as uint8
-    (no copy when it already is)."""
+    (no copy when it already is). ``classes`` ``{value: name}`` are the model's foreground labels (default:
+    the MR ones, 1 LV, 2 myocardium, 3 RV)."""
     corr = np.asarray(corrections)
     if corr.shape != tuple(shape):
         raise InputError(
@@ -31,14 +33,17 @@ def validate_corrections(corrections: np.ndarray, shape: tuple[int, ...]) -> np.
     if corr.size and (corr.min() < 0 or corr.max() > 255):
         raise InputError("Correction labels must be 0–3, with 255 for unlabelled voxels.")
     corr = corr.astype(np.uint8, copy=False)
+    classes = classes or {1: "LV", 2: "myocardium", 3: "RV"}
+    top = max(classes)
     bad: set[int] = set()
     for frame in corr:  # frame by frame: no cine-sized temporaries
         v = np.unique(frame)
-        bad |= {int(x) for x in v if 3 < x < UNLABELLED}
+        bad |= {int(x) for x in v if top < x < UNLABELLED}
     if bad:
+        names = ", ".join(["background", *(classes[k] for k in sorted(classes))])
         raise InputError(
-            f"The corrections contain label values {sorted(bad)}; only 0–3 "
-            "(background, LV, myocardium, RV) and 255 (unlabelled) are allowed."
+            f"The corrections contain label values {sorted(bad)}; only 0–{top} "
+            f"({names}) and 255 (unlabelled) are allowed."
         )
     return corr
 
@@ -62,21 +67,27 @@ def foreground_box(corrections: np.ndarray, mask: np.ndarray) -> tuple[float, fl
 
 
 def finetune_regions(corrections: np.ndarray, mask: np.ndarray, model: JointMotionSegNet,
-                     spacing_yx: tuple[float, float] | None, margin: int) -> tuple[Region, Region]:
+                     spacing_yx: tuple[float, float] | None, margin: int,
+                     whole_frame: bool = False) -> tuple[Region, Region]:
     """``(check, train)`` regions on the model grid: ``check`` is the region inference would run on
     around the corrected structures (:func:`geometry.region_for_heart`, at least the model's
-    ``input_size``); ``train`` is the same grid grown by ``margin`` model pixels on every side, so that
-    ``check`` = ``train[margin:-margin, margin:-margin]`` and training crops can be jittered."""
+    ``input_size``), or with ``whole_frame`` (echo models) the whole frame as echo inference sees it
+    (:func:`..inference.echo_region`); ``train`` is the same grid grown by ``margin`` model pixels on every
+    side, so that ``check`` = ``train[margin:-margin, margin:-margin]`` and training crops can be jittered."""
     h, w = corrections.shape[-2:]
     pixel = getattr(model.config, "pixel_mm", None)
     step = model_step(spacing_yx, pixel)
-    box = foreground_box(corrections, mask)
-    # larger than inference's minimum (112 at 1.5 mm) on purpose: with 112 the held-out check let a
-    # −0.021 LV drop through on ACDC patient071 (benchmarks/finetune_benchmark.py --cases patient071)
-    min_size = int(max(model.config.input_size))
-    if spacing_yx is None or pixel is None:
-        pixel = float(np.mean(step))
-    check = region_for_heart(box, step, (h, w), pixel_mm=float(pixel), min_size=min_size)
+    if whole_frame:
+        from ..inference import echo_region
+
+        check = echo_region((h, w), spacing_yx, pixel)
+    else:
+        box = foreground_box(corrections, mask)
+        # larger than inference's minimum (112 at 1.5 mm) on purpose: with 112 the held-out check let a
+        # −0.021 LV drop through on ACDC patient071 (benchmarks/finetune_benchmark.py --cases patient071)
+        min_size = int(max(model.config.input_size))
+        pixel = float(np.mean(step)) if spacing_yx is None or pixel is None else pixel
+        check = region_for_heart(box, step, (h, w), pixel_mm=float(pixel), min_size=min_size)
     (oy, ox), (sy, sx), (rh, rw) = check.origin, check.step, check.size
     train = Region((oy - margin * sy, ox - margin * sx), (sy, sx), (rh + 2 * margin, rw + 2 * margin), (h, w))
     return check, train

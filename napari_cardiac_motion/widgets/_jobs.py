@@ -175,15 +175,15 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     from ..model_store import finetuned_metadata, save_finetuned
 
     model, meta = private_model(model_path)
+    description = describe(meta)  # an echo model fine-tunes with its own classes and geometry
     finetune = finetune_function()
     new_model, history = finetune(model, cine, corrections, steps=steps, lr=lr, device=device,
                                   progress=lambda s, n, losses: progress(s, n, JobProgress.of(s, n, losses)),
                                   cancel=cancel,
-                                  guard=guard, ed_frame=ed_frame)
+                                  guard=guard, ed_frame=ed_frame, description=description)
     if cancel():
         raise CancelledError("Cancelled; the previous model is kept.")
     metadata = finetuned_metadata(meta, cine.name, history)
-    description = describe(meta)
     path = save_finetuned(new_model, metadata, folder=folder, description=description)
     meta = dict(metadata, **description.to_metadata(), name=path.stem, path=str(path))
     return _predict(cine, new_model, meta, str(path), device, ed_frame, arrow_mode, None, cancel, history)

@@ -51,6 +51,13 @@ def echo_model_available() -> bool:
     return shipped_model_path("echo").exists()
 
 
+def is_echo_layer(layer) -> bool:
+    """Whether an image layer is an echo clip: the readers mark one with ``metadata["modality"] = "US"``."""
+    from ..model_description import is_ultrasound
+
+    return layer is not None and is_ultrasound((getattr(layer, "metadata", None) or {}).get("modality"))
+
+
 def image_layers(viewer) -> list:
     """Image layers the model can run on: 4D ``(T, Z, Y, X)`` or 3D ``(Z, Y, X)`` (one frame), not RGB."""
     from napari.layers import Image
@@ -71,11 +78,14 @@ class RunWidget(QWidget):
         #: "done" | "cancelled" | "error" | "kept" | None — outcome of the last run started here
         self.last_outcome: str | None = None
         self._layers: list = []
+        #: the user chose a model (combobox, Browse, :meth:`set_model_path`): no automatic echo/MR choice after
+        self._model_chosen = False
 
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("The cine to segment: axes t, z, y, x (a 3D image is one frame).")
         self.model_combo = QComboBox()
-        self.model_combo.setToolTip(f"Shipped model, your fine-tuned models ({user_model_dir()}), or any .pt file.")
+        self.model_combo.setToolTip(f"Shipped model, your fine-tuned models ({user_model_dir()}), or any .pt file. "
+                                    "Until you choose one, an echo clip gets the shipped echo model.")
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", *available_devices()])
         self.ed_spin = QSpinBox()
@@ -179,7 +189,18 @@ class RunWidget(QWidget):
         layer = self.selected_layer()
         n_t = layer.data.shape[0] if layer is not None and layer.ndim == 4 else 1
         self.ed_spin.setMaximum(max(n_t - 1, 0))
+        self._auto_model(layer)
         self._update_buttons()
+
+    def _auto_model(self, layer) -> None:
+        """Unless the user chose a model: the shipped echo model for an echo clip (when installed), the shipped
+        MR model for anything else. Only switches between the two shipped models (a fine-tuned one stays)."""
+        current = self.model_path() or ""
+        if self._model_chosen or current not in ("", "echo"):
+            return
+        wanted = "echo" if is_echo_layer(layer) and echo_model_available() else ""
+        if wanted != current:
+            self._populate_models(wanted)
 
     def _populate_models(self, select: str | None = None) -> None:
         self.model_combo.blockSignals(True)
@@ -210,8 +231,10 @@ class RunWidget(QWidget):
         """Re-scan the model folder, keeping the current choice when it still exists."""
         self._populate_models(self.model_path() or "")
 
-    def set_model_path(self, path: str | Path | None) -> None:
-        """Choose a checkpoint file (``None`` or ``""`` = the shipped default, ``"echo"`` the shipped echo model)."""
+    def set_model_path(self, path: str | Path | None, explicit: bool = True) -> None:
+        """Choose a checkpoint file (``None`` or ``""`` = the shipped default, ``"echo"`` the shipped echo model);
+        ``explicit``: the choice stays when another image is selected (no automatic echo/MR choice)."""
+        self._model_chosen = self._model_chosen or explicit
         if not path or str(path) == "echo":
             self._populate_models(str(path or ""))
             return
@@ -226,6 +249,7 @@ class RunWidget(QWidget):
     def _on_model_activated(self, index: int) -> None:
         if self.model_combo.itemData(index) is not None:
             self._last_model_index = index
+            self._model_chosen = True
             return
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", str(Path.home()),
                                               "Checkpoints (*.pt);;All files (*)")
@@ -332,7 +356,7 @@ class RunWidget(QWidget):
             if what == StateEvent.MODEL and key == self.state.active:
                 img = self.state.image(key)
                 if img is not None:
-                    self.set_model_path(str(img.model_path) if img.model_path else None)
+                    self.set_model_path(str(img.model_path) if img.model_path else None, explicit=False)
 
     def _update_buttons(self) -> None:
         layer = self.selected_layer()

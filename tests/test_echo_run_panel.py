@@ -1,0 +1,69 @@
+"""The Run panel picks the shipped echo model for an echo clip until the user chooses a model (headless, Xvfb)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("qtpy")
+
+from napari_cardiac_motion import model_store  # noqa: E402
+from napari_cardiac_motion._reader import get_nifti_reader  # noqa: E402
+from napari_cardiac_motion.widgets import run_widget as rw  # noqa: E402
+
+from test_echo_predict import write_clip  # noqa: E402
+
+
+def _open(viewer, path):
+    """Open ``path`` through the plugin's reader, as File › Open does: the reader marks echo layers."""
+    layers = []
+    for data, kwargs, _ in get_nifti_reader(str(path))(str(path)):
+        layers.append(viewer.add_image(data, **kwargs))
+    return layers[0]
+
+
+@pytest.fixture
+def panel(make_napari_viewer, qtbot, monkeypatch, tmp_path, tiny_cine):
+    """A viewer with an MR cine and an echo clip (read by the reader), the echo model "installed"."""
+    monkeypatch.setattr(model_store, "shipped_model_path", lambda name: tmp_path / f"{name}.pt")
+    (tmp_path / "echo.pt").write_bytes(b"x")
+    viewer = make_napari_viewer()
+    mr = viewer.add_image(tiny_cine.data, name="mr cine", scale=tiny_cine.napari_scale())
+    write_clip(tmp_path / "clip_4CH.nii.gz")
+    echo = _open(viewer, tmp_path / "clip_4CH.nii.gz")
+    widget = rw.RunWidget(viewer)
+    qtbot.waitUntil(lambda: widget.warmed_up, timeout=60_000)  # its warm-up worker, before the viewer closes
+    return widget, mr, echo
+
+
+def test_run_panel_chooses_the_echo_model_for_an_echo_clip(panel):
+    widget, mr, echo = panel
+    assert rw.is_echo_layer(echo) and not rw.is_echo_layer(mr)
+    widget.set_layer(echo)
+    assert widget.model_path() == "echo"
+    assert widget.model_combo.currentText() == rw.ECHO_MODEL_LABEL
+    widget.set_layer(mr)
+    assert widget.model_path() is None  # the shipped MR model again
+    widget.set_layer(echo)
+    assert widget.model_path() == "echo"
+
+
+def test_a_model_the_user_chose_stays(panel):
+    widget, mr, echo = panel
+    widget.set_layer(mr)
+    index = widget.model_combo.findData("")
+    widget.model_combo.setCurrentIndex(index)
+    widget.model_combo.activated.emit(index)  # the user picks the MR model in the combobox
+    widget.set_layer(echo)
+    assert widget.model_path() is None
+    widget.set_model_path("echo")  # an explicit choice (the Models panel, a script) stays too
+    widget.set_layer(mr)
+    assert widget.model_path() == "echo"
+
+
+def test_no_echo_model_installed_keeps_the_default(panel, tmp_path):
+    widget, mr, echo = panel
+    (tmp_path / "echo.pt").unlink()
+    widget.refresh_models()
+    widget.set_layer(mr)
+    widget.set_layer(echo)
+    assert widget.model_path() is None and widget.model_combo.findData("echo") < 0

@@ -183,6 +183,22 @@ def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mod
             "qc": qc_result.summary() if qc_result is not None else None}
 
 
+def _check_arguments(motion_mode: str, ed_frame: int | None, n_t: int) -> None:
+    """:func:`predict_cine`'s checks of its motion mode and ED frame (an :class:`InputError` naming the fix)."""
+    if motion_mode not in ("pairwise", "recurrent"):
+        raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
+    if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
+        raise InputError(f"ED frame {ed_frame} is out of range: the cine has frames 0–{n_t - 1}.")
+
+
+def fusion_weight(fuse: float | None, description: ModelDescription | None) -> float:
+    """The temporal fusion weight of :func:`predict_cine`: ``fuse``, or the default for the modality."""
+    w = (0.0 if is_echo(description) else DEFAULT_FUSE) if fuse is None else float(fuse)
+    if not 0.0 <= w < 1.0:
+        raise InputError(f"The fusion weight must be in [0, 1), got {fuse}.")
+    return w
+
+
 def _region(data: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
             device: torch.device, use_amp: bool, window: tuple[float, float], echo: bool) -> tuple[Region, str]:
     """The processed region and how it was found: the whole frame for echo, else :func:`plan_region`."""
@@ -249,21 +265,15 @@ def predict_cine(
         qc: score every (frame, slice) for quality control (:mod:`.qc`; the soft-max evidence is summed
             inside the segmenting pass) into ``result.qc``.
         description: what the model segments (``describe(metadata)``); ``"US"``: the echo path (module doc).
-        fuse: temporal consistency, 0–1: weight of the ED labels carried by the motion in every frame's
-            labels (soft-max blend before the arg-max, :mod:`.cine_runner`); 0 = off; ``None`` =
-            :data:`DEFAULT_FUSE` for MR, off for echo (not measured there yet).
+        fuse: temporal consistency: weight 0–1 of the ED labels carried by the motion in each frame's labels
+            (:mod:`.cine_runner`); 0 = off; ``None`` = :data:`DEFAULT_FUSE` for MR, off for echo.
     """
-    if motion_mode not in ("pairwise", "recurrent"):
-        raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
-    fuse = (0.0 if is_echo(description) else DEFAULT_FUSE) if fuse is None else float(fuse)
-    if not 0.0 <= fuse < 1.0:
-        raise InputError(f"The fusion weight must be in [0, 1), got {fuse}.")
+    fuse = fusion_weight(fuse, description)
     t0 = time.perf_counter()
     data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)
                      else (validate_cine_array(cine), spacing))
     n_t, n_z, h, w = data.shape
-    if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
-        raise InputError(f"ED frame {ed_frame} is out of range: the cine has frames 0–{n_t - 1}.")
+    _check_arguments(motion_mode, ed_frame, n_t)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     use_amp = dev.type == "cuda"
@@ -284,12 +294,12 @@ def predict_cine(
     with torch.inference_mode(), autocast_for(dev, use_amp):
         ed = runner.run_passes(slice_chunks(n_z, n_t, max_frames), ed_frame,
                                clean=_clean_up(echo, largest_component, emptied, description))
-    labels, motion = runner.labels, runner.motion
-    lv = lv_voxels(labels)
+    lv = lv_voxels(runner.labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
     qc_result = None if runner.evidence is None else assess(
-        labels, motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
+        runner.labels, runner.motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
     meta = _metadata(region.to_dict(spacing_yx), how, tta, refine.to_dict() if runner.do_refine else None,
                      motion_mode, largest_component, emptied, qc_result, echo, runner.fuse)
-    return InferenceResult(labels=labels, motion=motion, ed_frame=ed, es_frame=es, lv_volume_voxels=lv,
-                           device=str(dev), seconds=time.perf_counter() - t0, metadata=meta, qc=qc_result)
+    return InferenceResult(labels=runner.labels, motion=runner.motion, ed_frame=ed, es_frame=es,
+                           lv_volume_voxels=lv, device=str(dev), seconds=time.perf_counter() - t0, metadata=meta,
+                           qc=qc_result)

@@ -3,7 +3,6 @@ through :func:`~napari_cardiac_motion.training.finetune.finetune` and ``finetune
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

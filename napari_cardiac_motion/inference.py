@@ -75,7 +75,7 @@ class InferenceResult:
         device: the torch device used.
         seconds: wall time of the prediction.
         metadata: ``region`` (the input box processed, model grid and pixel sizes, how it was found),
-            ``tta``, ``largest_component``, ``qc`` (summary of :attr:`qc`).
+            ``tta``, ``largest_component``, ``fuse`` (the temporal fusion weight), ``qc`` (summary of :attr:`qc`).
         qc: per (frame, slice) quality-control scores (:class:`.qc.QCResult`), or None when not asked.
     """
 
@@ -300,6 +300,5 @@ def predict_cine(
         runner.labels, runner.motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
     meta = _metadata(region.to_dict(spacing_yx), how, tta, refine.to_dict() if runner.do_refine else None,
                      motion_mode, largest_component, emptied, qc_result, echo, runner.fuse)
-    return InferenceResult(labels=runner.labels, motion=runner.motion, ed_frame=ed, es_frame=es,
-                           lv_volume_voxels=lv, device=str(dev), seconds=time.perf_counter() - t0, metadata=meta,
-                           qc=qc_result)
+    return InferenceResult(runner.labels, runner.motion, ed, es, lv, str(dev), time.perf_counter() - t0,
+                           metadata=meta, qc=qc_result)

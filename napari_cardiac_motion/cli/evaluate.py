@@ -125,5 +125,6 @@ def run_echo(args: argparse.Namespace, path) -> tuple[dict, str]:
     model, meta = load_checkpoint(path, device="cpu")
     with TqdmProgress("evaluate", unit="view") as bar:
         result = evaluate_echo(args.data, model, meta, describe(meta), split=args.split, patients=args.patients,
-                               limit=args.limit, device=args.device, progress=bar, tta=args.tta)
+                               limit=args.limit, device=args.device, progress=bar, tta=args.tta,
+                               **motion_kwargs(args))
     return result, format_echo_table(result)

@@ -69,15 +69,17 @@ def _value(description: ModelDescription, key: str, default: int) -> int:
 
 
 def predict_view(view: EchoEvalView, model, description: ModelDescription, device: str = "cpu",
-                 tta: bool = False) -> EchoPrediction:
-    """Run the predict path on one view (its own pixel size; a placeholder 1.0 when unknown)."""
+                 tta: bool = False, **predict_kwargs: Any) -> EchoPrediction:
+    """Run the predict path on one view (its own pixel size; a placeholder 1.0 when unknown);
+    ``predict_kwargs`` (``motion_mode``, ``refine``, ``fuse``) go to :func:`..inference.predict_cine`."""
     from ..cine import Cine
     from ..inference import predict_cine
     from ..postprocess import clean_echo_labels
 
     cine = Cine(view.image[:, None].astype(np.float32), spacing=(1.0, *view.spacing), name=view.name,
                 spacing_known=view.spacing_known, modality="US")
-    r = predict_cine(cine, model, device=device, description=description, largest_component=False, tta=tta)
+    r = predict_cine(cine, model, device=device, description=description, largest_component=False, tta=tta,
+                     **predict_kwargs)
     lv, myo = _value(description, "LV", 1), _value(description, "Myo", 2)
     clean = clean_echo_labels(r.labels, lv, myo)[:, 0]
     area = np.array([(f == lv).sum() for f in clean])  # ED/ES as the shipped path picks them (after clean-up)
@@ -181,7 +183,8 @@ def summarise(cases: list[dict[str, Any]], patients: list[dict[str, Any]], struc
 
 def evaluate_echo(data: str | Path, model, meta: dict[str, Any], description: ModelDescription, split: str = "val",
                   patients: list[str] | None = None, limit: int | None = None, device: str = "cpu",
-                  progress: Callable[[int, int, str], None] | None = None, tta: bool = False) -> dict[str, Any]:
+                  progress: Callable[[int, int, str], None] | None = None, tta: bool = False,
+                  **predict_kwargs: Any) -> dict[str, Any]:
     """Evaluate ``model`` on the CAMUS views of ``split`` under ``data``; returns ``{"model", "cases",
     "patients", "summary", ...}`` (JSON-ready once :func:`.evaluate.write_json` drops NaN)."""
     import torch
@@ -196,7 +199,8 @@ def evaluate_echo(data: str | Path, model, meta: dict[str, Any], description: Mo
                                                                 else "") + ".")
     cases = []
     for i, view in enumerate(views):
-        cases.append(score_view(view, predict_view(view, model, description, device, tta), description))
+        cases.append(score_view(view, predict_view(view, model, description, device, tta, **predict_kwargs),
+                                description))
         if progress:
             progress(i + 1, len(views), view.name)
     bi = biplane_rows(cases)
@@ -205,7 +209,7 @@ def evaluate_echo(data: str | Path, model, meta: dict[str, Any], description: Mo
         "model": {k: meta.get(k) for k in ("name", "version", "provisional", "path")} | {"modality": description.modality},
         "structures": [{"key": s.key, "name": s.name, "value": s.pred} for s in structs],
         "device": device, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "tta": tta,
+        "tta": tta, "fuse": predict_kwargs.get("fuse"),
         "hd95_note": "HD95 in mm on the full-resolution views only (the 224x224 files have no pixel size).",
         "ef_note": ("EF in % from the predicted labels (ED/ES: largest/smallest LV cavity); biplane Simpson per patient "
                     "with both views; errors in points against the CAMUS reference EF (full-resolution patients) and "

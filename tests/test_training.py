@@ -234,3 +234,31 @@ def test_train_command_line_end_to_end(tmp_path):
                             "--resume", str(out)]) == 0
     _, meta2 = load_checkpoint(tmp_path / "m2.pt")
     assert meta2["steps"] == 4 and len(meta2["history"]) == 2
+
+
+def test_flips_off_for_echo_apical_views(monkeypatch):
+    """Random flips mirror the heart (det < 0); echo training (apex always on top) goes without them."""
+    import numpy as np
+
+    from napari_cardiac_motion.training.augment import random_affine
+    from napari_cardiac_motion.training.sampling import Sampler
+    from napari_cardiac_motion.training.train import TrainConfig
+
+    rng = np.random.default_rng(0)
+    det = lambda th: np.linalg.det(th[:, :, :2].numpy())  # noqa: E731
+    assert (det(random_affine(64, 160, 128, rng, flip=False)) > 0).all()
+    assert (det(random_affine(64, 160, 128, rng, flip=True)) < 0).any()
+    seen = {}
+
+    def fake_augment(images, codes, size, rng, wide=None, flip=True):
+        seen["flip"] = flip
+        return images, codes
+
+    import napari_cardiac_motion.training.sampling as sampling
+
+    monkeypatch.setattr(sampling, "augment_batch", fake_augment)
+    for dataset, flips, expected in (("mr", None, True), ("echo", None, False), ("echo", True, True),
+                                     ("mr", False, False)):
+        cfg = TrainConfig(dataset=dataset, flips=flips)
+        Sampler([], [], cfg, rng)._finish([np.zeros((2, 4, 4))], [np.zeros((2, 4, 4))], [False])
+        assert seen["flip"] is expected, (dataset, flips)

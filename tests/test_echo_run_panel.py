@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("qtpy")
@@ -67,3 +68,30 @@ def test_no_echo_model_installed_keeps_the_default(panel, tmp_path):
     widget.set_layer(mr)
     widget.set_layer(echo)
     assert widget.model_path() is None and widget.model_combo.findData("echo") < 0
+
+
+def test_run_on_an_echo_clip_names_the_echo_structures(make_napari_viewer, qtbot, notifications):
+    """A real Run of the shipped echo model on a real CAMUS clip opened by the reader (a validation patient):
+    the layers made while it works are filled, on the clip's grid, with the echo model's classes (a left
+    atrium, no RV) and the motion's arrows."""
+    from test_echo_predict import CAMUS
+
+    src = CAMUS / "patient0015" / "patient0015_2CH_seq.nii.gz"
+    if not model_store.shipped_model_path("echo").is_file() or not src.is_file():
+        pytest.skip("the shipped echo model or the shared CAMUS data is not here")
+    viewer = make_napari_viewer()
+    echo = _open(viewer, src)
+    widget = rw.RunWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.device_combo.setCurrentText("cpu")
+    widget.set_layer(echo)
+    assert widget.model_path() == "echo"
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=120_000)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
+    names = [n.lower() for n in seg.features["name"]]
+    assert "left atrium" in names and not any("rv" in n for n in names), names
+    n_t = echo.data.shape[0]
+    assert seg.editable and seg.data.shape[0] == n_t and seg.data.shape[-2:] == echo.data.shape[-2:]
+    assert set(np.unique(seg.data)) >= {0, 1, 2, 3} and len(mot.data) > 0

@@ -95,3 +95,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_ckpt):
     proc = _run_cli("predict", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o4"), "--model", str(tiny_ckpt))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert not (tmp_path / "o4").exists()
+    # a fusion weight outside [0, 1)
+    proc = _run_cli("predict", str(sample_cine_path()), "--out", str(tmp_path / "o5"), "--fuse", "1.5",
+                    "--model", str(tiny_ckpt))
+    assert proc.returncode == 2 and "--fuse must be in [0, 1)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o5").exists()

@@ -138,3 +138,32 @@ def test_real_camus_split_and_cases():
     p15 = [c for c in full if c.name == "patient0015_4CH"][0]
     assert p15.ed == 0 and p15.es == p15.n_frames - 1 and p15.n_frames == 27
     assert set(np.unique(p15.codes)) <= {0, 1, 2, 3}
+
+
+def test_pack_echo_data_for_a_gpu_call(tmp_path):
+    """scripts/pack_echo_data.py: every CAMUS file travels, NIfTI uncompressed inside the xz tar, same bytes."""
+    import gzip
+    import importlib.util
+    import tarfile
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "pack_echo_data", Path(__file__).resolve().parents[1] / "scripts" / "pack_echo_data.py")
+    pack_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack_mod)
+    echo = tmp_path / "data" / "echo"
+    (echo / "camus_edes224").mkdir(parents=True)
+    (echo / "camus_fullres" / "patient0001").mkdir(parents=True)
+    (echo / "README.md").write_text("readme")
+    (echo / "camus_edes224" / "index.json").write_text("{}")
+    raw = bytes(range(256)) * 4
+    (echo / "camus_fullres" / "patient0001" / "p_2CH_ED.nii.gz").write_bytes(gzip.compress(raw))
+    out = tmp_path / "gpu" / "echo.tar.xz"
+    assert pack_mod.pack(tmp_path / "data", out) == 3
+    with tarfile.open(out) as tar:
+        names = set(tar.getnames())
+        assert names == {"data/echo/README.md", "data/echo/camus_edes224/index.json",
+                         "data/echo/camus_fullres/patient0001/p_2CH_ED.nii"}
+        assert tar.extractfile("data/echo/camus_fullres/patient0001/p_2CH_ED.nii").read() == raw
+    with pytest.raises(SystemExit, match="no CAMUS data"):
+        pack_mod.pack(tmp_path / "nothing", tmp_path / "x.tar.xz")

@@ -74,6 +74,7 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
     assert not notifications["error"]
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
+    assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
     seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
     assert isinstance(seg, Labels) and isinstance(mot, Vectors)
     assert seg.data.shape == image.data.shape and seg.data.dtype == np.uint8
@@ -323,6 +324,12 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
     seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
     assert not seg.editable and len(mot.data) == 0
     np.testing.assert_allclose(seg.scale, image.scale)
+    # the Cardiac function panel leaves the empty layers alone (no read-out of them, no colour bar)
+    from napari_cardiac_motion.widgets._function_context import motion_legend
+    from napari_cardiac_motion.widgets.function_widget import FunctionWidget
+
+    function = FunctionWidget(viewer)
+    assert seg not in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is None
     release.set()
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT_MS)
     assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
@@ -330,3 +337,4 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
     assert seg.editable and seg.data.shape == image.data.shape and len(mot.data) > 0
     assert len(seg.features) == 4 and "LV myocardium" in list(seg.features["name"])  # the model's classes
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
+    assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None

@@ -134,8 +134,8 @@ def dicom_seg_source(viewer, seg_layer) -> tuple[str | None, str]:
 def motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
     """(low, high) mm and colormap name of the ``motion`` arrows' colours (their magnitudes are pixels)."""
     layer = next((ly for ly in viewer.layers if ly.name.startswith(MOTION_LAYER)
-                  and hasattr(ly, "edge_contrast_limits")), None)
-    if layer is None:
+                  and getattr(ly, "edge_contrast_limits", None) is not None and len(ly.data)), None)
+    if layer is None:  # none, or only the empty layer of a Run still working
         return None
     px = float(np.mean(spacing[1:]))
     lo, hi = (float(v) for v in layer.edge_contrast_limits)

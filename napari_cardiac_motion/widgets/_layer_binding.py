@@ -75,6 +75,15 @@ def update_vectors(layer, vectors: np.ndarray, magnitudes: np.ndarray, scale, tr
     layer.refresh()
 
 
+#: metadata key of an empty layer made while a first Run works (its result's metadata replaces it)
+PLACEHOLDER_KEY = "placeholder"
+
+
+def is_placeholder(layer) -> bool:
+    """Whether ``layer`` is an empty layer waiting for a Run's result (panels leave it alone)."""
+    return bool((getattr(layer, "metadata", None) or {}).get(PLACEHOLDER_KEY))
+
+
 class LayerBinding:
     """The image → ``{"image", "segmentation", "motion"}`` layers of one viewer (held weakly)."""
 
@@ -125,7 +134,8 @@ class LayerBinding:
         if viewer is None or self.layer(key, kind) is not None or self._placeholder(key, kind) is not None:
             return False
         scale, translate = tuple(snapshot.scale), tuple(snapshot.translate)
-        common = {"scale": scale, "translate": translate, "axis_labels": AXIS_LABELS}
+        common = {"scale": scale, "translate": translate, "axis_labels": AXIS_LABELS,
+                  "metadata": {PLACEHOLDER_KEY: True, "source_layer": snapshot.name}}
         if kind == "segmentation":
             layer = viewer.add_labels(np.zeros((1, 1, 1, 1), np.uint8), opacity=0.5,
                                       name=self.unique_name(SEGMENTATION_LAYER, snapshot.name, None), **common)

@@ -2,16 +2,15 @@
 
 Thin: the numbers come from :mod:`..analysis` (no Qt there). The panel
 
-* reads the chosen Labels layer (the plugin's ``segmentation`` by default), its spacing, frame interval
-  and affine from the layer's metadata (as the Run panel sets it; else from its scale), and the dense
-  motion of the prediction that made it from the plugin's per-viewer session, when there is one;
+* reads the chosen Labels layer (the plugin's ``segmentation`` by default; not the empty one of a Run
+  still working), its spacing, frame interval and affine from its metadata (else its scale), and the
+  dense motion of the prediction that made it from the plugin's per-viewer session, when there is one;
 * computes :func:`..analysis.compute_measurements` as a read-only job of the viewer's one job runner
   (labels copied on the GUI thread first; it never waits for a Run), debounced after label edits (paint,
   undo, set data), one at a time; a failure says so in one line;
-* shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain
-  is shown), volume and strain curves with a marker at the viewer's current frame that follows the time slider (click a curve to jump there),
-  and a colour bar in mm for the ``motion`` arrows; the curves are rendered in the worker too
-  (:mod:`._curves_canvas`), so the GUI thread only paints a picture and a line;
+* shows the measures in a table (tooltips: one line of help each; :data:`STRAIN_HELP` says which strain is
+  shown), volume and strain curves with a marker at the current frame (click a curve to jump there), and a
+  colour bar in mm for the arrows; the curves are rendered in the worker (:mod:`._curves_canvas`);
 * shows which slices count in the ED/ES volumes (:mod:`._slices_table`: a row per slice, LV and RV at
   ED and ES, the rule's reason on hover) and lets the user include or exclude a slice; the read-out,
   curves and exports follow (the choices are kept per Labels layer while the panel is open);
@@ -40,6 +39,7 @@ from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_
                                 inputs_from_layers, motion_legend, readout_job, warm_up_job)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
+from ._layer_binding import is_placeholder
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
 from ._session import get_session, unwrap
 from ._slices_table import SlicesTable
@@ -169,8 +169,8 @@ class FunctionWidget(QWidget):
 
     def _labels_layers(self) -> list:
         from napari.layers import Labels
-
-        return [ly for ly in self.viewer.layers if isinstance(ly, Labels) and ly.ndim in (3, 4)]
+        return [ly for ly in self.viewer.layers
+                if isinstance(ly, Labels) and ly.ndim in (3, 4) and not is_placeholder(ly)]
 
     def _refresh_layers(self, event=None) -> None:
         layers = self._labels_layers()

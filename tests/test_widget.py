@@ -74,7 +74,6 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
     assert not notifications["error"]
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
-    assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
     seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]
     assert isinstance(seg, Labels) and isinstance(mot, Vectors)
     assert seg.data.shape == image.data.shape and seg.data.dtype == np.uint8
@@ -337,4 +336,5 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
     assert seg.editable and seg.data.shape == image.data.shape and len(mot.data) > 0
     assert len(seg.features) == 4 and "LV myocardium" in list(seg.features["name"])  # the model's classes
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
+    assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
     assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None

@@ -13,7 +13,9 @@ those 10 ms (the time the GUI could not react). Phases, on the bundled sample ci
 3. ``paint`` — brush dabs with the Labels layer's own ``paint`` method (what a mouse stroke calls), one
    every 20 ms across frames and slices, with the Corrections panel open; ``paint (napari alone)`` —
    the same with the plugin not listening (napari's own paint and canvas redraw: the floor);
-4. ``paint+run`` — the same dabs while a second Run job works.
+4. ``paint+run`` — the same dabs while a second Run job works;
+5. ``add labels/vectors (napari)`` — the floor of a first Run: napari's own creation of one empty layer,
+   three times each, in the same viewer, without the plugin's code.
 
 All three panels are docked (Run, Corrections and fine-tuning, Cardiac function; ``--no-function``
 leaves the last out). Prints one line per phase: worst stall and the 99th percentile of the gaps, in ms
@@ -248,10 +250,41 @@ def main(argv: list[str] | None = None) -> int:
         results.append(("landing", landing["ms"], landing["ms"], "longest step applying the result (GUI thread)"))
     else:
         paint_phases(args, app, run, session, meter, results, handler_ms, landing, function_settled)
+    layer_floor(viewer, app, meter, results)
     _print(results, meter, sampler if args.stacks else None, data.shape, args.device, function is not None)
     sampler.done.set()
     viewer.close()
     return 0
+
+
+def layer_floor(viewer, app, meter: StallMeter, results: list, reps: int = 3) -> None:
+    """``add a layer (napari)``: the stall of napari's own ``add_labels`` / ``add_vectors`` of a tiny empty
+    layer on the image's grid (what a first Run's placeholders cost, without the plugin's code), ``reps``
+    times each, measured one at a time in this same viewer; each layer is removed again."""
+    from qtpy.QtCore import QTimer
+
+    scale = tuple(viewer.layers[0].scale)
+    makers = {"labels": lambda i: viewer.add_labels(np.zeros((1,) * len(scale), np.uint8), scale=scale,
+                                                    name=f"floor labels {i}"),
+              "vectors": lambda i: viewer.add_vectors(np.zeros((0, 2, len(scale)), np.float32), ndim=len(scale),
+                                                      scale=scale, vector_style="arrow", name=f"floor vectors {i}")}
+    worst: dict[str, list[float]] = {k: [] for k in makers}
+    for i in range(reps):
+        for kind, make in makers.items():
+            made: list = []
+            meter.context = f"napari's own add_{kind} (floor)"
+            meter.start()
+            _spin(app, 0.1)
+            QTimer.singleShot(0, lambda m=make, i=i: made.append(m(i)))
+            _spin(app, 0.7)
+            worst[kind].append(meter.stop()[0])
+            for layer in made:
+                viewer.layers.remove(layer)
+            _spin(app, 0.3)
+    for kind, gaps in worst.items():
+        results.append((f"add {kind} (napari)", max(gaps), float(np.median(gaps)),
+                        f"napari's own add_{kind} of an empty layer, {reps}×: worst of each "
+                        f"{', '.join(f'{g:.0f}' for g in gaps)} ms (2nd column: their median)"))
 
 
 def replay_prediction(image, model: str | None, device: str) -> None:

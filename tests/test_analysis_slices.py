@@ -97,6 +97,28 @@ def test_rv_counts_only_beside_lv_myocardium():
     assert m["rv_edv_ml"] == pytest.approx((lab[0, 1:] == RV_BLOOD_POOL).sum() * 0.01)
 
 
+def test_es_basal_rv_much_smaller_than_at_ed_is_the_valve_plane():
+    """The base descends in systole: the most basal ES RV slice with less than 0.6 of its ED RV blood pool
+    does not count; the next slice does, an RV seen in one slice only always counts, and so does ED."""
+    lab = _stack(1.0)
+    rv_es = lab[1, 0] == RV_BLOOD_POOL
+    ys, xs = np.nonzero(rv_es)
+    lab[1, 0][rv_es & ~_disc(3, (float(ys.mean()), float(xs.mean())))] = 0  # ES: a small remnant of the ED RV
+    ratio = (lab[1, 0] == RV_BLOOD_POOL).sum() / (lab[0, 0] == RV_BLOOD_POOL).sum()
+    assert 0 < ratio < 0.6
+    decisions = decide_slices(lab, SPACING, 0, 1)
+    d = _decision(decisions, 1, 0, "RV")
+    assert not d.included and "descended" in d.reason and "at ED" in d.reason
+    assert _decision(decisions, 1, 1, "RV").included and _decision(decisions, 0, 0, "RV").included
+    m = compute_measurements(lab, SPACING, ed_frame=0, es_frame=1)
+    assert m["rv_esv_ml"] == pytest.approx((lab[1, 1:] == RV_BLOOD_POOL).sum() * 0.01)
+    off = decide_slices(lab, SPACING, 0, 1, rules=SliceRules(rv_es_shrink=False))
+    assert _decision(off, 1, 0, "RV").included
+    only = lab.copy()
+    only[:, 1:][only[:, 1:] == RV_BLOOD_POOL] = 0  # the RV in the basal slice only: never emptied
+    assert _decision(decide_slices(only, SPACING, 0, 1), 1, 0, "RV").included
+
+
 def test_base_at_the_end_of_the_stack():
     lab = _stack(0.3)[:, ::-1].copy()  # apex first: the base is the last slice
     decisions = decide_slices(lab, SPACING, 0, 1)

@@ -13,7 +13,11 @@ the clinical guidelines state them and as ACDC's experts drew (the defaults of :
   pool is larger than :data:`ES_GROWTH_MAX` times the ED blood pool of the same slice shows the atrium
   at ES (a cavity cannot be larger at ES than at ED), and does not count.
 * **RV basal slice**: counts only in a slice that also holds LV myocardium (below the tricuspid and
-  pulmonary valves the RV lies beside the LV). Optional (``rv_sliver``, off by default): the most basal
+  pulmonary valves the RV lies beside the LV).
+* **RV at ES against ED** (the base descends): the most basal ES RV slice whose blood pool is smaller than
+  :data:`RV_ES_SHRINK_MIN` times the same slice's ED RV blood pool lies at the valve plane at ES and
+  does not count (never the last labelled slice). Chosen on the 80 ACDC training patients, where the
+  experts drew no RV in most such slices. Optional (``rv_sliver``, off by default): the most basal
   RV slice does not count when it is a sliver, smaller than :data:`RV_SLIVER_MAX` of the next slice's RV.
 * Every other labelled slice counts (apical slices whenever a cavity is visible).
 
@@ -35,6 +39,9 @@ from ..postprocess import RING_MIN, ring_fraction
 
 #: the RV blood pool of the most basal RV slice must be at least this fraction of the next slice's
 RV_SLIVER_MAX = 0.25
+#: the most basal ES RV slice counts only when its blood pool is at least this fraction of the same slice's
+#: ED RV blood pool (fitted on the 80 ACDC training patients: RV ESV / EF MAE 12.3 / 7.8 → 10.8 / 7.1)
+RV_ES_SHRINK_MIN = 0.6
 #: at most this many basal LV slices are excluded by the ring rule (the rest are the ventricle)
 MAX_BASAL_EXCLUDED = 2
 #: a basal slice whose ES blood pool exceeds this factor times the same slice's ED blood pool shows atrium
@@ -53,13 +60,14 @@ class SliceRules:
     lv_es_growth: bool = True
     rv_needs_lv: bool = True
     rv_sliver: bool = False  # off: on 100 ACDC patients it removed as much true RV as false
+    rv_es_shrink: bool = True
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
 
     @classmethod
     def none(cls) -> "SliceRules":
-        return cls(False, False, False, False)
+        return cls(False, False, False, False, False)
 
 
 @dataclass(frozen=True)
@@ -127,10 +135,12 @@ def _lv_frame(lab: np.ndarray, ed_lab: np.ndarray, values: dict[str, int | None]
     return out
 
 
-def _rv_frame(lab: np.ndarray, values: dict[str, int | None], order: list[int],
-              rules: SliceRules) -> dict[int, tuple[bool, str]]:
-    """RV decisions of one frame ``(Z, Y, X)``: ``{slice: (included, reason)}`` for labelled slices."""
+def _rv_frame(lab: np.ndarray, ed_lab: np.ndarray, values: dict[str, int | None], order: list[int],
+              is_es: bool, rules: SliceRules, ml: float) -> dict[int, tuple[bool, str]]:
+    """RV decisions of one frame ``(Z, Y, X)`` (``ml`` per voxel): ``{slice: (included, reason)}`` for
+    labelled slices."""
     rv = lab == values["RV"]
+    ed_area = (ed_lab == values["RV"]).reshape(lab.shape[0], -1).sum(1)
     n_z = lab.shape[0]
     myo_v = values["Myo"]
     has_myo = (lab == myo_v).reshape(n_z, -1).any(1) if myo_v is not None else np.ones(n_z, bool)
@@ -144,6 +154,11 @@ def _rv_frame(lab: np.ndarray, values: dict[str, int | None], order: list[int],
             out[z] = (False, "no LV myocardium in this slice (above the base or below the apex)")
             continue
         nxt = zs[i + 1] if i + 1 < len(zs) else None
+        if (rules.rv_es_shrink and is_es and i == 0 and nxt is not None
+                and area[z] < RV_ES_SHRINK_MIN * ed_area[z]):
+            out[z] = (False, f"basal at ES: {area[z] * ml:.1f} ml < {RV_ES_SHRINK_MIN:g} × {ed_area[z] * ml:.1f} ml "
+                             "at ED (the base descended: valve plane)")
+            continue
         if rules.rv_sliver and i == 0 and nxt is not None and area[z] < RV_SLIVER_MAX * area[nxt]:
             out[z] = (False, f"basal: {area[z] / area[nxt]:.2f} of the next slice's RV (< {RV_SLIVER_MAX:g}): "
                              "a sliver of atrium or outflow tract")
@@ -186,7 +201,7 @@ def decide_slices(labels: np.ndarray, spacing, ed_frame: int, es_frame: int,
         if values["LV"] is not None:
             per["LV"] = _lv_frame(f, ed_lab, values, order, phase == "ES", rules, ml_per_voxel)
         if values["RV"] is not None:
-            per["RV"] = _rv_frame(f, values, order, rules)
+            per["RV"] = _rv_frame(f, ed_lab, values, order, phase == "ES", rules, ml_per_voxel)
         for structure in STRUCTURES:
             for z, (inc, why) in sorted(per.get(structure, {}).items()):
                 vox = int((f[z] == values[structure]).sum())

@@ -134,7 +134,9 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
 #: modules napari imports lazily when the first Labels/Vectors layer is made (~0.5 s): imported in a
 #: worker when the Run panel is docked (and by the job, in case), so that cost is not paid on the GUI
 #: thread when the result lands
-_LAZY_GUI_IMPORTS = ("pandas", "skimage.color", "skimage.exposure", "scipy.linalg")
+#: (scikit-image loads its submodules lazily: the ones napari's Labels layer uses are named, not only the package)
+_LAZY_GUI_IMPORTS = ("pandas", "skimage.color", "skimage.color.colorconv", "skimage.exposure", "skimage.util",
+                     "scipy.linalg", "OpenGL.arrays.lists")
 #: modules torch imports lazily on the first optimizer (the motion refinement's Adam at the end of every
 #: prediction): torch._dynamo, 2–3 s of imports holding the GIL, which stalled the GUI thread for
 #: 0.3–0.5 s at a time just before the result landed

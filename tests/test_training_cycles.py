@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_config
 from synthetic import synthetic_acdc_like
-from napari_cardiac_motion.model.losses import IGNORE_INDEX, allowed_table, temporal_roughness
+from napari_cardiac_motion.model.losses import IGNORE_INDEX, allowed_table, carried_consistency, temporal_roughness
 from napari_cardiac_motion.model.mean_teacher import MeanTeacher
 from napari_cardiac_motion.model.network import JointMotionSegNet
 from napari_cardiac_motion.training.data import Case
@@ -111,6 +111,44 @@ def test_cine_batches_add_the_temporal_and_teacher_terms():
     assert all(p.grad is None for p in teacher.model.parameters())
     pair_losses = batch_losses(model, images[:, :2], codes[:, :2], cfg, allowed_table(torch.device("cpu")), False)
     assert "time" not in pair_losses and "teacher" not in pair_losses
+
+
+def test_carried_consistency_is_zero_when_segmentation_and_motion_agree():
+    """A disc that moves 3 px: with the true motion the ED segmentation carried to the frame is the frame's
+    own segmentation (~0), with no motion it is not; the term is off by default and, when on, reaches
+    both the segmentation logits and the flows."""
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+
+    def logits(cx: float) -> torch.Tensor:  # (C=4, H, W): a confident LV disc at (24, cx)
+        inside = ((yy - 24) ** 2 + (xx - cx) ** 2 <= 8.0 ** 2).float()
+        out = torch.full((4, 48, 48), -10.0)
+        out[0] = 10.0 * (1 - inside)
+        out[1] = 10.0 * inside
+        return out
+
+    seg = torch.stack([logits(20.0), logits(23.0)]).unsqueeze(0)  # (B=1, T=2, C, H, W)
+    true = torch.zeros(1, 2, 2, 48, 48)
+    true[:, 1, 1] = -3.0  # pull convention: frame_1(p) = frame_0(p + u), u_x = −3 px
+    agree = float(carried_consistency(seg, true))
+    disagree = float(carried_consistency(seg, torch.zeros_like(true)))
+    assert agree < 0.002 and disagree > 0.05  # (LV Dice ~0.76 averaged with two classes absent from both)
+    seg_g, flow_g = seg.clone().requires_grad_(True), torch.zeros_like(true).requires_grad_(True)
+    carried_consistency(seg_g, flow_g).backward()
+    assert float(seg_g.grad.abs().sum()) > 0 and float(flow_g.grad.abs().sum()) > 0
+    assert float(carried_consistency(seg[:, :1], true[:, :1])) == 0.0  # one frame: nothing to carry
+
+    torch.manual_seed(0)
+    model = JointMotionSegNet(tiny_config(head=8, input_size=(96, 96))).train()
+    images, codes, kind = Sampler([], [beating_cine()], TrainConfig(crop=48, sb_frames=5, wide_prob=0.0),
+                                  np.random.default_rng(1)).cycle_batch()
+    table = allowed_table(torch.device("cpu"))
+    assert "carry" not in batch_losses(model, images, codes, TrainConfig(crop=48), table, False, kind=kind)
+    on = TrainConfig(crop=48, w_carry=0.5)
+    losses = batch_losses(model, images, codes, on, table, False, kind=kind)
+    assert float(losses["carry"]) > 0
+    assert float(combine(losses, on)) == pytest.approx(
+        float(combine({k: v for k, v in losses.items() if k != "carry"}, on)) + 0.5 * float(losses["carry"]),
+        rel=1e-5)
 
 
 def test_training_with_cines_logs_the_new_terms(tmp_path):

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="weight of the temporal term on whole-cycle cine sequences (0: off)")
     p.add_argument("--w-teacher", type=float, default=None,
                    help="weight of the mean-teacher consistency on unlabelled cine frames (0: no teacher)")
+    p.add_argument("--w-carry", type=float, default=None,
+                   help="weight of the carried consistency on cine sequences: every frame's segmentation against "
+                        "the ED segmentation moved there by the motion (default 0: off)")
     p.add_argument("--dataset", default="mr", choices=("mr", "echo"),
                    help="mr: ACDC + Sunnybrook cines (short-axis MR); echo: CAMUS apical views (labels LV cavity, "
                         "LV myocardium, left atrium; --crop 160 or more fits a whole ventricle)")
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
     for name, key in (("w_joint", "w_joint"), ("w_seg", "w_seg"), ("w_time", "w_time"), ("w_teacher", "w_teacher"),
-                      ("cine_every", "sunnybrook_every")):
+                      ("w_carry", "w_carry"), ("cine_every", "sunnybrook_every")):
         if getattr(args, name) is not None:
             setattr(cfg, key, getattr(args, name))
     _, meta = train(cfg)

@@ -176,3 +176,21 @@ def temporal_roughness(flows: torch.Tensor, closed: bool) -> torch.Tensor:
     if seq.shape[1] < 3:
         return flows.sum() * 0.0
     return (seq[:, 2:] - 2 * seq[:, 1:-1] + seq[:, :-2]).pow(2).mean()
+
+
+def carried_consistency(seg_logits: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """Soft Dice disagreement between every later frame's segmentation and the source frame's (frame 0)
+    segmentation carried there by that frame's flow: ``1 − Dice(p_0(p + u_t(p)), p_t(p))`` over the
+    foreground classes, for logits ``(B, T, C, H, W)`` and flows ``(B, T, 2, H, W)``. Needs no labels: on a
+    whole cine it asks the segmentation and the motion to agree on every frame, which is what the carried
+    overlap at the end of the cycle measures. Gradients reach both branches."""
+    b, t = seg_logits.shape[:2]
+    if t < 2:
+        return seg_logits.sum() * 0.0
+    probs = torch.softmax(seg_logits.float(), 2)
+    src = probs[:, :1].expand(-1, t - 1, -1, -1, -1).flatten(0, 1)
+    carried = warp(src, flows[:, 1:].flatten(0, 1).float())[:, 1:]
+    target = probs[:, 1:].flatten(0, 1)[:, 1:]
+    inter = (carried * target).sum((-2, -1))
+    denom = carried.sum((-2, -1)) + target.sum((-2, -1))
+    return (1.0 - (2.0 * inter + 1.0) / (denom + 1.0)).mean()

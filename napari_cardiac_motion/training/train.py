@@ -16,7 +16,10 @@ Weak supervision as in Qin et al. (2018), see docs/ARCHITECTURE.md and the model
 * **mean teacher** (cines; Wu et al., MedIA 2022) — an exponential moving average of the network
   segments every unlabelled cine frame under its own noise; the student's segmentation of those frames
   is pulled towards it (KL), ramped up over the first 10 % of the run. A resumed run starts its teacher
-  from the resumed weights.
+  from the resumed weights;
+* **carried consistency** (cines; off by default, ``w_carry``) — every frame's segmentation against the
+  ED segmentation carried there by its motion (soft Dice, no labels needed): asks the two branches to agree
+  on every frame of the cycle.
 
 Updates are joint (one optimiser, summed loss) by default; ``mode="alternating"`` alternates a
 segmentation step and a motion+joint step with separate Adam states, as the reference code did.
@@ -39,8 +42,8 @@ from ..conventions import NUM_CLASSES
 from ..devices import resolve_device
 from ..errors import CancelledError, InputError
 from ..model.checkpoint import read_checkpoint, save_checkpoint
-from ..model.losses import (IGNORE_INDEX, allowed_table, charbonnier_smoothness, consistency_kl, dice_loss_from_probs,
-                            exact_labels, partial_nll_logits, partial_nll_probs, source_onehot,
+from ..model.losses import (IGNORE_INDEX, allowed_table, carried_consistency, charbonnier_smoothness, consistency_kl,
+                            dice_loss_from_probs, exact_labels, partial_nll_logits, partial_nll_probs, source_onehot,
                             temporal_roughness)
 from ..model.mean_teacher import MeanTeacher
 from ..model.network import JointConfig, JointMotionSegNet, count_parameters
@@ -84,6 +87,7 @@ class TrainConfig:
     w_time: float = 0.01  # temporal second difference of the cine flows (closed through ED over a whole cycle)
     w_teacher: float = 0.3  # mean-teacher consistency on unlabelled cine frames (0: no teacher)
     teacher_decay: float = 0.99
+    w_carry: float = 0.0  # carried consistency on cine sequences (segmentation vs ED labels moved by the motion)
     teacher_noise: float = 0.05  # the teacher's own Gaussian perturbation (normalised intensities 0–1)
     wide_prob: float = 0.25
     acdc_limit: int | None = None  # tests: only the first N training patients
@@ -129,6 +133,8 @@ def batch_losses(model: JointMotionSegNet, images: torch.Tensor, codes: torch.Te
     out = {"seg": l_seg, "mse": l_mse, "smooth": l_smooth, "joint": _joint_loss(flows, codes, table, use_dice)}
     if kind != PAIR:
         out["time"] = temporal_roughness(flows.float(), closed=kind == CYCLE)
+        if cfg.w_carry > 0:
+            out["carry"] = carried_consistency(seg, flows)
         unlabelled = ~(codes_f < NUM_CLASSES).flatten(1).any(1)  # frames without one exact label
         if teacher is not None and bool(unlabelled.any()):
             t_logits = teacher.segment(images.flatten(0, 1)[unlabelled], cfg.teacher_noise)
@@ -163,6 +169,11 @@ def combine(losses: dict[str, torch.Tensor], cfg: TrainConfig, part: str = "all"
     mot = cfg.w_motion * (losses["mse"] + cfg.smooth * losses["smooth"]) + cfg.w_joint * losses["joint"]
     if "time" in losses:
         mot = mot + cfg.w_time * losses["time"]
+    if "carry" in losses:  # both branches: counted once, with the motion part (or alone in a seg-only step)
+        if part == "seg":
+            seg = seg + cfg.w_carry * losses["carry"]
+        else:
+            mot = mot + cfg.w_carry * losses["carry"]
     return seg if part == "seg" else mot if part == "motion" else seg + mot
 
 

@@ -184,7 +184,7 @@ def carried_consistency(seg_logits: torch.Tensor, flows: torch.Tensor) -> torch.
     foreground classes, for logits ``(B, T, C, H, W)`` and flows ``(B, T, 2, H, W)``. Needs no labels: on a
     whole cine it asks the segmentation and the motion to agree on every frame, which is what the carried
     overlap at the end of the cycle measures. Gradients reach both branches."""
-    b, t = seg_logits.shape[:2]
+    t = seg_logits.shape[1]
     if t < 2:
         return seg_logits.sum() * 0.0
     probs = torch.softmax(seg_logits.float(), 2)

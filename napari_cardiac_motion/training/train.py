@@ -87,8 +87,8 @@ class TrainConfig:
     w_time: float = 0.01  # temporal second difference of the cine flows (closed through ED over a whole cycle)
     w_teacher: float = 0.3  # mean-teacher consistency on unlabelled cine frames (0: no teacher)
     teacher_decay: float = 0.99
-    w_carry: float = 0.0  # carried consistency on cine sequences (segmentation vs ED labels moved by the motion)
     teacher_noise: float = 0.05  # the teacher's own Gaussian perturbation (normalised intensities 0–1)
+    w_carry: float = 0.0  # carried consistency on cine sequences (segmentation vs ED labels moved by the motion)
     wide_prob: float = 0.25
     acdc_limit: int | None = None  # tests: only the first N training patients
     use_sunnybrook: bool = True

@@ -11,21 +11,25 @@ three kinds of evidence:
   structure that appears or vanishes between neighbouring slices or frames, and the slice's position in
   the heart (basal and apical slices are where most errors are).
 
-The features are combined by a logistic model whose constants (:data:`FEATURES`, :data:`MEAN`,
-:data:`SCALE`, :data:`COEF`, :data:`INTERCEPT`, :data:`THRESHOLD`) were fitted on ACDC validation
-patients by ``benchmarks/qc_benchmark.py --fit`` (see there); standardised features are clipped to
-±:data:`CLIP`. :func:`flag` marks the pairs whose score reaches :data:`THRESHOLD`, at most the worst
-:data:`MAX_FLAGGED_FRACTION` of a cine. Frame and slice indices are 0-based, as on napari's sliders. Arrays: labels ``(T, Z, Y, X)``, motion ``(T, Z, Y, X, 2)`` ``(dy, dx)`` voxels.
+The features are combined by gradient-boosted decision trees (:mod:`.qc_boost`, the model in
+``qc_model.json``: :data:`MODEL`, :data:`THRESHOLD`) fitted on the 80 ACDC training patients by
+``benchmarks/qc_benchmark.py --fit`` (see there); the 20 validation patients stay out of the fit.
+:func:`flag` marks the pairs whose score reaches :data:`THRESHOLD`, at most the worst
+:data:`MAX_FLAGGED_FRACTION` of a cine.
+Frame and slice indices are 0-based, as on napari's sliders. Arrays: labels ``(T, Z, Y, X)``, motion ``(T, Z, Y, X, 2)`` ``(dy, dx)`` voxels.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from . import qc_boost
 from .errors import InputError
 
 #: the soft-max evidence of one (frame, slice), areas in mm² of the model grid: per foreground class c (1, 2,
@@ -55,26 +59,17 @@ FEATURES = (
     "volume_gap",      # largest |soft-max area − labelled area| / (sum + 10 mm²) of a class
     "rv_no_lv",        # log((1 + RV area) / (1 + LV and Myo area)), ≥ 0: an RV without a left ventricle
 )
-MEAN = np.array([0.2610, 0.1195, 0.6130, 0.1349, 0.0064, 0.0018,
-                 0.6328, 0.7573, 1.1322, 1.9713, 0.2889, 0.2889,
-                 0.0718, 0.2360, 0.1341, 0.9630, 0.2073, 0.0085])
-SCALE = np.array([0.3349, 0.0831, 2.7375, 0.3005, 0.0363, 0.0067,
-                  2.0996, 1.0468, 2.5222, 2.5511, 0.2686, 0.2686,
-                  0.1292, 0.2541, 0.1602, 1.8920, 0.3491, 0.0887])
-COEF = np.array([0.4819, 0.6228, -0.3472, -0.0473, -0.0105, 0.5198,
-                 0.1933, 0.3404, -0.5053, -0.2930, 0.4398, 0.3455,
-                 -0.2411, 0.3076, 0.4469, -0.1340, 0.7170, -0.1200])
-INTERCEPT = -2.2995
+#: the fitted score (gradient-boosted trees, :mod:`.qc_boost`), its threshold and where it came from; written
+#: by ``benchmarks/qc_benchmark.py --fit --write``
+MODEL_FILE = Path(__file__).with_name("qc_model.json")
+MODEL: dict[str, Any] = json.loads(MODEL_FILE.read_text())
 #: flag a (frame, slice) whose score is at least this
-THRESHOLD = -0.7265
-#: the fit the constants come from (written by ``benchmarks/qc_benchmark.py --fit``)
-FIT_NOTE = 'ACDC 001, 011, …, 091 (ED/ES, shipped model); threshold: 84% quantile of their scores; l2 3.0'
+THRESHOLD = float(MODEL["threshold"])
+FIT_NOTE = str(MODEL["fit"])
 
 THICKNESS_MM = (3.0, 15.0)
-#: standardised features are clipped to ± this
-CLIP = 4.0
 #: at most this fraction of a cine's (frame, slice) pairs is flagged (the worst ones)
-MAX_FLAGGED_FRACTION = 0.15
+MAX_FLAGGED_FRACTION = 0.25
 
 
 def n_evidence(n_classes: int) -> int:
@@ -137,7 +132,7 @@ class QCResult:
                            for t, z, s in self.worst(flagged_only=False)],
                 "threshold": self.threshold, "max_flagged_fraction": MAX_FLAGGED_FRACTION,
                 "flagged": int(self.flagged.sum()),
-                "score": "higher = labels more likely wrong (logistic model of the model's own evidence)",
+                "score": "higher = labels more likely wrong (gradient-boosted trees on the model's own evidence)",
                 "features": list(FEATURES), "fit": FIT_NOTE}
 
 
@@ -345,15 +340,9 @@ def _position_features(areas: np.ndarray, f: np.ndarray, col: dict[str, int], ed
         f[t, :, col["small"]] = np.where(any_lab[t], 1.0 - heart[t] / max(top, 1e-6), 0.0)
 
 
-def standardise(feats: np.ndarray) -> np.ndarray:
-    """Features ``(…, len(FEATURES))`` as the logistic model sees them: ``(f − MEAN) / SCALE`` clipped to
-    ±:data:`CLIP` (a cine unlike the validation data cannot send one feature to a huge score)."""
-    return np.clip((np.asarray(feats, dtype=np.float64) - MEAN) / SCALE, -CLIP, CLIP)
-
-
 def score_features(feats: np.ndarray) -> np.ndarray:
-    """The logistic model's log-odds of ``(…, len(FEATURES))`` features → ``(…)``."""
-    return standardise(feats) @ COEF + INTERCEPT
+    """The fitted model's log-odds that the labels are wrong, ``(…, len(FEATURES))`` features → ``(…)``."""
+    return qc_boost.predict(MODEL, np.asarray(feats, dtype=np.float64))
 
 
 def flag(scores: np.ndarray, threshold: float | None = None, max_fraction: float | None = None) -> np.ndarray:

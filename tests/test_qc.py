@@ -107,10 +107,24 @@ def test_flag_threshold_and_cap():
     assert not qc.flag(scores, threshold=100.0).any()
 
 
-def test_constants_match_features():
-    n = len(qc.FEATURES)
-    assert qc.MEAN.shape == qc.SCALE.shape == qc.COEF.shape == (n,)
-    assert (qc.SCALE > 0).all()
+def test_shipped_model_matches_features():
+    """The fitted score in qc_model.json names the features qc computes, in the same order, uses none
+    beyond them, and carries its threshold and fit note."""
+    assert tuple(qc.MODEL["features"]) == qc.FEATURES
+    assert qc.MODEL["kind"] == "boosted-trees" and len(qc.MODEL["trees"]) > 0
+    used = {f for t in qc.MODEL["trees"] for f in t["feature"] if f >= 0}
+    assert used and max(used) < len(qc.FEATURES)
+    assert np.isfinite(qc.THRESHOLD) and "training patients" in qc.FIT_NOTE
+
+
+def test_shipped_score_only_rises_with_each_feature():
+    """Every feature is built so that more = more suspicious; the score must never fall when one rises."""
+    rng = np.random.default_rng(1)
+    base = rng.random((64, len(qc.FEATURES))) * 2.0
+    for j in range(len(qc.FEATURES)):
+        lo, hi = base.copy(), base.copy()
+        hi[:, j] += rng.random(64) * 3.0
+        assert (qc.score_features(hi) >= qc.score_features(lo) - 1e-12).all(), qc.FEATURES[j]
 
 
 def test_bad_input():

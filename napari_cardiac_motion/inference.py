@@ -213,8 +213,9 @@ def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]
     if not largest_component:
         return None
     if echo:
-        lv, myo = (description.value_of(k) if description is not None else None for k in ("LV", "Myo"))
-        return lambda lab: clean_echo_labels(lab, lv or 1, myo or 2, inplace=True)
+        lv, myo, la = (description.value_of(k) if description is not None else None for k in ("LV", "Myo", "LA"))
+        others = tuple(v for v in (myo or 2, la) if v is not None)
+        return lambda lab: clean_echo_labels(lab, lv or 1, myo or 2, inplace=True, others=others)
 
     def clean(lab: np.ndarray) -> None:  # may run twice (after the fusion): report the last run only
         emptied.clear()

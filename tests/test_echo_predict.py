@@ -266,3 +266,22 @@ def test_echo_clean_up_keeps_the_cavity_ringed_by_myocardium():
     assert (out[0, 0, 14:60, 59:81] == 1).all() and not (out[0, 0, :, :50] == 1).any()
     assert not (out[0, 0, 2:4, 50:52] == 1).any() and (out == 2).sum() == (lab == 2).sum()
     assert clean_echo_labels(lab, inplace=True) is lab
+
+
+def test_echo_clean_up_keeps_one_wall_and_one_atrium():
+    """A stray myocardium blob and a second, smaller atrium piece go; the wall and the atrium stay whole.
+    Only the classes asked for are touched."""
+    from napari_cardiac_motion.postprocess import clean_echo_labels
+
+    lab = np.zeros((1, 1, 90, 100), np.uint8)
+    lab[0, 0, 10:60, 40:70] = 2
+    lab[0, 0, 14:60, 44:66] = 1
+    lab[0, 0, 62:85, 42:68] = 3  # the atrium below the cavity
+    lab[0, 0, 5:9, 5:9] = 2  # stray wall
+    lab[0, 0, 80:84, 5:12] = 3  # a second, smaller "atrium"
+    out = clean_echo_labels(lab)
+    assert (out[0, 0, 62:85, 42:68] == 3).all() and (out[0, 0, 80:84, 5:12] == 0).all()
+    assert (out[0, 0, 5:9, 5:9] == 0).all() and (out == 2).sum() == (lab[0, 0, 10:60, 40:70] == 2).sum()
+    assert (out == 1).sum() == (lab == 1).sum()
+    kept = clean_echo_labels(lab, others=())
+    assert (kept == 3).sum() == (lab == 3).sum() and (kept == 2).sum() == (lab == 2).sum()

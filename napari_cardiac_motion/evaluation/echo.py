@@ -81,7 +81,8 @@ def predict_view(view: EchoEvalView, model, description: ModelDescription, devic
     r = predict_cine(cine, model, device=device, description=description, largest_component=False, tta=tta,
                      **predict_kwargs)
     lv, myo = _value(description, "LV", 1), _value(description, "Myo", 2)
-    clean = clean_echo_labels(r.labels, lv, myo)[:, 0]
+    la = description.value_of("LA")
+    clean = clean_echo_labels(r.labels, lv, myo, others=(myo,) if la is None else (myo, la))[:, 0]
     area = np.array([(f == lv).sum() for f in clean])  # ED/ES as the shipped path picks them (after clean-up)
     return EchoPrediction(clean, r.labels[:, 0], r.motion[:, 0], int(np.argmax(area)), int(np.argmin(area)), r.seconds)
 

@@ -21,7 +21,7 @@ import torch
 
 from .conventions import LV_BLOOD_POOL, cycle_order, ed_es_from_lv_volumes
 from .errors import CancelledError
-from .geometry import Region, flow_to_input, to_input, to_model
+from .geometry import Region, flow_to_input, labels_on_input, to_model
 from .model.network import JointMotionSegNet
 from .model.transformer import warp
 from .motion_refine import RefineSettings, pool_probs, refine_motion
@@ -164,7 +164,7 @@ class CineRunner:
                 if segment:
                     probs = self.segment(xs, feats)
                     if labels_now:
-                        labs.append(to_input(probs, self.region).argmax(1).to(torch.uint8))
+                        labs.append(labels_on_input(probs, self.region))
                     if self.evidence is not None:
                         evid.append(softmax_evidence(probs) * self.px_mm2)
                     if keep_probs:
@@ -235,5 +235,5 @@ class CineRunner:
             flow[0] = 0.0  # u_ED = 0, as in the motion output
             carried = warp(p[:1].expand(len(order), -1, -1, -1), flow)
             fused = (1.0 - self.fuse) * p + self.fuse * carried
-            lab = to_input(fused, self.region).argmax(1).to(torch.uint8).cpu().numpy()
+            lab = labels_on_input(fused, self.region).cpu().numpy()
             self.labels[order, z, y0:y1, x0:x1] = lab

@@ -44,8 +44,8 @@ from .cine import Cine, validate_cine_array
 from .conventions import LV_BLOOD_POOL, ed_es_from_lv_volumes
 from .devices import resolve_device
 from .errors import InputError
-from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, model_step, region_for_heart,
-                       to_input, to_model, whole_field_region)
+from .geometry import (DEFAULT_REGION_MIN, REGION_MIN_MM, Region, labels_on_input, model_step,
+                       region_for_heart, to_model, whole_field_region)
 from .model.network import JointMotionSegNet
 from .model_description import ModelDescription
 from .motion_refine import RefineSettings
@@ -111,7 +111,7 @@ def locate_heart(image: np.ndarray, model: JointMotionSegNet, step: tuple[float,
     with torch.inference_mode(), autocast_for(device, use_amp):
         x = to_model(frames.to(device).unsqueeze(1), region)
         labels_m = model.segment(x).float().softmax(1)
-        labels = to_input(labels_m, region).argmax(1).to(torch.uint8).cpu().numpy()
+        labels = labels_on_input(labels_m, region).cpu().numpy()
     y0, y1, x0, x1 = region.input_box()
     boxes = []
     for lab in labels:

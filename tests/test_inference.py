@@ -173,6 +173,63 @@ def test_region_mapping_is_exact_for_a_linear_image():
     np.testing.assert_allclose(back, (3.0 * yy - 2.0 * xx + 7.0)[y0:y1, x0:x1], atol=1e-4)
 
 
+def _blur_then_grid_sample(x: torch.Tensor, region, fill: float) -> torch.Tensor:
+    """Reference for to_model when shrinking: a separable Gaussian blur of the whole input (mirror
+    padding) by convolution, then grid_sample at the model grid's input coordinates."""
+    import math
+
+    import torch.nn.functional as F
+
+    from napari_cardiac_motion.geometry import antialias_sigma
+
+    for axis, sigma in zip((2, 3), antialias_sigma(region.step)):
+        if sigma < 0.2:
+            continue
+        r = int(math.ceil(3 * sigma))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+        k = (k / k.sum()).to(x.dtype)
+        shape, pad = ((1, 1, -1, 1), (0, 0, r, r)) if axis == 2 else ((1, 1, 1, -1), (r, r, 0, 0))
+        x = F.conv2d(F.pad(x, pad, mode="reflect"), k.view(*shape))
+    (oy, ox), (sy, sx), (h, w), (ny, nx) = region.origin, region.step, region.size, region.input_shape
+    ys = (oy + sy * torch.arange(h, dtype=torch.float64)) * 2 / (ny - 1) - 1
+    xs = (ox + sx * torch.arange(w, dtype=torch.float64)) * 2 / (nx - 1) - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack((gx, gy), -1).to(x.dtype)[None].expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=True) + fill
+
+
+@pytest.mark.parametrize("origin, step, size, shape", [
+    ((0.0, 0.0), (3.25, 3.1), (130, 139), (422, 451)),     # an echo clip, 0.308 mm → 1 mm, whole field
+    ((-20.3, 15.7), (2.2, 1.6), (112, 112), (256, 230)),   # anisotropic, partly outside the image
+    ((-3.0, -7.0), (1.1, 2.5), (50, 60), (64, 200)),        # blurred along x only
+])
+def test_shrinking_to_model_equals_blur_then_sampling(origin, step, size, shape):
+    """to_model's matrix form (blur and bilinear sampling in one separable product) gives what blurring
+    the whole input and then sampling it gives, inside, at the rim and outside the image (fill)."""
+    from napari_cardiac_motion.geometry import Region, to_model
+
+    region = Region(origin, step, size, shape)
+    x = torch.rand(3, 1, *shape, generator=torch.Generator().manual_seed(1)) * 100.0
+    for fill in (0.0, -3.0):
+        got = to_model(x, region, fill=fill)
+        want = _blur_then_grid_sample(x.double(), region, fill).float()
+        assert got.shape == (3, 1, *size)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=2e-3)
+        if origin[0] < 0:  # rows wholly above the image are the fill value
+            assert float(got[:, :, 0].sub(fill).abs().max()) < 1e-4
+
+
+def test_labels_on_input_take_the_arg_max_of_the_resampled_scores():
+    """labels_on_input equals to_input followed by the arg-max over classes."""
+    from napari_cardiac_motion.geometry import labels_on_input, region_around, to_input
+
+    region = region_around((30.0, 40.0), (24, 20), (1.3, 0.9), (64, 72))
+    scores = torch.rand(5, 4, 24, 20, generator=torch.Generator().manual_seed(2))
+    got = labels_on_input(scores, region)
+    assert got.dtype == torch.uint8
+    assert torch.equal(got.long(), to_input(scores, region).argmax(1))
+
+
 def test_motion_is_returned_in_input_voxels(monkeypatch):
     """A constant flow of (1, 1) model pixels must come back as (step_y, step_x) input voxels inside the
     processed region and 0 outside it (anisotropic pixels: 0.75 × 1.2 mm, model 1.5 mm)."""

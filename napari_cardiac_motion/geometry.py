@@ -163,26 +163,24 @@ def _axis_weights(n_in: int, origin: float, step: float, n_out: int, sigma: floa
     lo = np.floor(pos).astype(np.int64)
     frac = pos - lo
     rows = np.arange(n_out)
-    w = np.zeros((n_out, n_in))
-    for idx, wt in ((lo, 1.0 - frac), (lo + 1, frac)):
-        ok = (idx >= 0) & (idx < n_in)
-        np.add.at(w, (rows[ok], idx[ok]), wt[ok])
     if sigma < 0.2:
-        return w
-    r = max(1, int(math.ceil(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    blur = np.zeros((n_in, n_in))
-    i = np.arange(n_in)
-    for d, k in zip(range(-r, r + 1), taps):
-        j = i + d
-        if n_in > r:  # reflect (the edge pixel not repeated), as F.pad(mode="reflect")
-            j = np.where(j < 0, -j, j)
-            j = np.where(j > n_in - 1, 2 * (n_in - 1) - j, j)
-        else:  # replicate
-            j = np.clip(j, 0, n_in - 1)
-        np.add.at(blur, (i, j), k)
-    return w @ blur
+        r, taps = 0, np.ones(1)
+    else:
+        r = max(1, int(math.ceil(3 * sigma)))
+        taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        taps /= taps.sum()
+    w = np.zeros((n_out, n_in))
+    for idx, wt in ((lo, 1.0 - frac), (lo + 1, frac)):  # the two interpolation neighbours
+        ok = (idx >= 0) & (idx < n_in)
+        for d, k in zip(range(-r, r + 1), taps):  # each spread over the blur's taps
+            j = idx[ok] + d
+            if n_in > r:  # mirror (the edge pixel not repeated), as F.pad(mode="reflect")
+                j = np.where(j < 0, -j, j)
+                j = np.where(j > n_in - 1, 2 * (n_in - 1) - j, j)
+            else:  # replicate
+                j = np.clip(j, 0, n_in - 1)
+            np.add.at(w, (rows[ok], j), wt[ok] * k)
+    return w
 
 
 def _model_grid(region: Region, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -167,3 +167,39 @@ def test_pack_echo_data_for_a_gpu_call(tmp_path):
         assert tar.extractfile("data/echo/camus_fullres/patient0001/p_2CH_ED.nii").read() == raw
     with pytest.raises(SystemExit, match="no CAMUS data"):
         pack_mod.pack(tmp_path / "nothing", tmp_path / "x.tar.xz")
+
+
+def test_pack_echo_train_only_at_a_coarser_step(tmp_path):
+    """--train-only leaves the validation patients' images behind (index.json travels whole, so the split is
+    the same); --fullres-step 2 halves the full-resolution grid, and the loader still sees the same view at
+    the model's pixel size."""
+    import importlib.util
+    import tarfile
+
+    spec = importlib.util.spec_from_file_location(
+        "pack_echo_data", Path(__file__).resolve().parents[1] / "scripts" / "pack_echo_data.py")
+    pack_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack_mod)
+    root = _camus_like(tmp_path / "data" / "echo")
+    (root / "README.md").write_text("readme")
+    out = tmp_path / "gpu" / "echo.tar.xz"
+    pack_mod.pack(tmp_path / "data", out, train_only=True, fullres_step=2)
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(out) as tar:
+        tar.extractall(unpacked, filter="data")
+    val = set(echo_split(root)["val"])
+    names = {p.name for p in unpacked.rglob("*.nii")}
+    assert "patient0015_4CH_seq.nii" not in names and "patient0001_2CH_seq.nii" in names  # 0015 is validation
+    assert not any(n.split("_")[0] in val for n in names)
+    assert (unpacked / "data/echo/camus_edes224/index.json").read_text() == (root / "camus_edes224/index.json").read_text()
+    for p in unpacked.rglob("*.nii"):  # the loaders read .nii.gz
+        p.with_name(p.name + ".gz").write_bytes(__import__("gzip").compress(p.read_bytes()))
+    packed_root = unpacked / "data" / "echo"
+    assert echo_split(packed_root)["train"] == echo_split(root)["train"]  # the same training patients
+    orig = load_camus_fullres_view(root / "camus_fullres" / "patient0001", "2CH", pixel_mm=0.616)
+    small = load_camus_fullres_view(packed_root / "camus_fullres" / "patient0001", "2CH", pixel_mm=0.616)
+    assert small.spacing == pytest.approx((1.0, 0.616, 0.616), rel=1e-4)
+    assert small.image.shape == orig.image.shape
+    assert float(np.abs(small.image.astype(np.float32) - orig.image.astype(np.float32)).mean()) < 0.03
+    agree = (small.codes == orig.codes).mean()
+    assert agree > 0.9, agree

@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acdc-limit", type=int, default=None, help="use only the first N training patients")
     p.add_argument("--no-sunnybrook", action="store_true", help="train on the ACDC-like data only")
     p.add_argument("--provisional", action="store_true", help="mark the checkpoint as provisional")
+    p.add_argument("--no-validate", action="store_true",
+                   help="skip the per-epoch validation (e.g. on a GPU machine whose data pack holds only the "
+                        "training patients); evaluate the checkpoint afterwards")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--init", default=None,
                    help="start from this checkpoint's weights (fine-tuning; fresh optimiser, new schedule)")
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         acdc_limit=args.acdc_limit, use_sunnybrook=not args.no_sunnybrook, provisional=args.provisional,
         num_threads=args.threads, init=args.init, workers=args.workers, amp=not args.no_amp,
         channels_last=None if args.channels_last is None else args.channels_last == "on", compile=args.compile,
-        train_parts=args.train_parts, dataset=args.dataset,
+        train_parts=args.train_parts, dataset=args.dataset, validate=not args.no_validate,
         flips=None if args.flips == "auto" else args.flips == "on",
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )

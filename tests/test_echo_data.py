@@ -203,3 +203,15 @@ def test_pack_echo_train_only_at_a_coarser_step(tmp_path):
     assert float(np.abs(small.image.astype(np.float32) - orig.image.astype(np.float32)).mean()) < 0.03
     agree = (small.codes == orig.codes).mean()
     assert agree > 0.9, agree
+
+
+def test_checkpoint_metadata_names_the_echo_split_without_validation(tmp_path):
+    """A run with --no-validate loads no validation view; its metadata still says which patients were held out."""
+    from napari_cardiac_motion.training.datasets import data_metadata
+
+    root = _camus_like(tmp_path)
+    pairs = load_echo(root, "train")
+    meta = data_metadata(pairs, [c for c in pairs if c.n_frames > 2], [])
+    split = meta["validation_split"]
+    assert split["used_for_scores"] == [] and "patient0008" in split["camus"] and "every 5th" in split["camus"]
+    assert {d["dataset"] for d in meta["training_data"]} == {"CAMUS", "CAMUS (224x224)"}

@@ -135,7 +135,7 @@ def test_evaluate_echo_model_on_real_camus(tmp_path, capsys):
     res = json.loads(out.read_text())
     s = res["summary"]
     # measured with echo-joint-v1 1.0.0: LV ED 0.93, every frame 0.89 (47 frames), HD95 LV ~6 mm, EF 57.2 vs 52;
-    # 1.1.0 reads EF 62.4 vs 52 on this patient (its known EF bias on the two fully labelled patients, ECHO_MODEL_CARD)
+    # 1.1.0 reads EF 62.4 vs 52 on this patient, 1.2.0 63.4 (its known EF bias on the two fully labelled patients)
     assert s["dice_ED_LV"]["mean"] > 0.8 and s["seq_dice_LV"]["n"] == 47 and s["seq_dice_LV"]["mean"] > 0.8
     assert s["dice_ED_LA"]["mean"] > 0.6 and 0 < s["hd95_ED_LV"]["mean"] < 15
     (p,) = res["patients"]

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..model_description import MR_DEFAULT, ModelDescription
 from .data import (ACDC_LICENCE, ACDC_VAL_PATIENTS, SUNNYBROOK_LICENCE, SUNNYBROOK_VAL_PATIENTS, Case, load_acdc,
                    load_sunnybrook)
-from .echo_data import CAMUS_LICENCE, load_echo
+from .echo_data import CAMUS_LICENCE, ECHO_VAL_FULLRES, EDES224_VAL_EVERY, load_echo
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainConfig
@@ -83,4 +83,7 @@ def data_metadata(pairs: list[Case], cines: list[Case], val: list[Case]) -> dict
     split: dict[str, Any] = {"used_for_scores": [c.name for c in val]}
     if any(c.source == "acdc" for c in pairs):
         split.update({"acdc": list(ACDC_VAL_PATIENTS), "sunnybrook": list(SUNNYBROOK_VAL_PATIENTS)})
+    if any(c.source in ("camus", "camus224") for c in pairs):  # recorded also when validation was skipped
+        split["camus"] = (f"camus_fullres {', '.join(ECHO_VAL_FULLRES)} and every {EDES224_VAL_EVERY}th "
+                          "camus_edes224 patient (training.echo_data.echo_split)")
     return {"training_data": list(data.values()), "validation_split": split}

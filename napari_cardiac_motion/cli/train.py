@@ -62,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="mr: ACDC + Sunnybrook cines (short-axis MR); echo: CAMUS apical views (labels LV cavity, "
                         "LV myocardium, left atrium; --crop 160 or more fits a whole ventricle)")
     p.add_argument("--cine-every", type=int, default=None,
-                   help="one cine (Sunnybrook) batch every N steps (default 4; 0: never)")
+                   help="one cine (Sunnybrook) batch every N steps, the other steps ED/ES pairs (default 4; 0: never; "
+                        "1: every step, i.e. cines only and no ED/ES pair at all)")
     p.add_argument("--flips", default="auto", choices=("auto", "on", "off"),
                    help="random flips in augmentation (auto: on for MR, off for echo, whose apex is always on top)")
     p.set_defaults(func=run)

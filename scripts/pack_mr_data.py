@@ -1,6 +1,6 @@
 """Pack the MR training data small enough to travel to a GPU machine (see docs/GPU_TRAINING.md).
 
-    python scripts/pack_mr_data.py gpu/mr.tar.xz [--data ../shared/data] [--fov-mm 200] [--with-validation]
+    python scripts/pack_mr_data.py gpu/mr.tar.xz [--data ../shared/data] [--fov-mm 190] [--with-validation]
 
 Writes ``data/acdc/patientNNN/{ED,ES,ED_gt,ES_gt}.nii`` and ``data/sunnybrook/SC-HF-I-{1,2}/{sa,labels}.nii``
 (+ ``info.json``) into an xz tar, uncompressed NIfTI inside (``scripts/gpu_train.sh`` gzips them back on the
@@ -104,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="the .tar.xz to write (e.g. gpu/mr.tar.xz)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    ap.add_argument("--fov-mm", type=float, default=200.0, help="side of the in-plane crop around the heart (mm)")
+    ap.add_argument("--fov-mm", type=float, default=190.0, help="side of the in-plane crop around the heart (mm)")
     ap.add_argument("--with-validation", action="store_true", help="also pack the validation patients")
     args = ap.parse_args()
     n = pack(Path(args.data), Path(args.out), args.fov_mm, args.with_validation)

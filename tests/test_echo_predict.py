@@ -285,3 +285,20 @@ def test_echo_clean_up_keeps_one_wall_and_one_atrium():
     assert (out == 1).sum() == (lab == 1).sum()
     kept = clean_echo_labels(lab, others=())
     assert (kept == 3).sum() == (lab == 3).sum() and (kept == 2).sum() == (lab == 2).sum()
+
+
+def test_echo_clean_up_keeps_the_atrium_next_to_the_ventricle():
+    """A larger false "atrium" away from the heart loses to the smaller one under the LV cavity (the atrium
+    meets the ventricle at the mitral valve); with no atrium near the cavity the largest stays."""
+    from napari_cardiac_motion.postprocess import clean_echo_labels
+
+    lab = np.zeros((1, 1, 100, 120), np.uint8)
+    lab[0, 0, 10:60, 40:70] = 2
+    lab[0, 0, 14:60, 44:66] = 1
+    lab[0, 0, 60:75, 46:64] = 3  # the true atrium, right under the cavity: 15 x 18
+    lab[0, 0, 60:95, 85:115] = 3  # a larger false one far to the side: 35 x 30
+    out = clean_echo_labels(lab)
+    assert (out[0, 0, 60:75, 46:64] == 3).all() and not (out[0, 0, :, 80:] == 3).any()
+    lab[0, 0, 60:75, 46:64] = 0  # no atrium near the cavity: the largest stays
+    out = clean_echo_labels(lab)
+    assert (out[0, 0, 60:95, 85:115] == 3).all()

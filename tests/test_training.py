@@ -231,10 +231,11 @@ def test_train_command_line_end_to_end(tmp_path):
     assert payload["config"]["pixel_mm"] == 1.5
     assert main(args[:2] + [str(data), "--out", str(tmp_path / "m2.pt"), "--epochs", "2", "--steps-per-epoch", "2",
                             "--batch-size", "2", "--crop", "48", "--no-sunnybrook", "--threads", "1",
-                            "--resume", str(out), "--no-validate"]) == 0
+                            "--resume", str(out), "--no-validate", "--cine-batch", "3"]) == 0
     _, meta2 = load_checkpoint(tmp_path / "m2.pt")
     assert meta2["steps"] == 4 and len(meta2["history"]) == 2
     assert meta["train_config"]["validate"] is True and meta2["train_config"]["validate"] is False
+    assert meta["train_config"]["sb_batch"] == 2 and meta2["train_config"]["sb_batch"] == 3
 
 
 def test_flips_off_for_echo_apical_views(monkeypatch):

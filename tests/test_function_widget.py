@@ -140,6 +140,50 @@ def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_pa
     assert np.isfinite(m.strain.radial_percent[m.strain.reference_frame])
 
 
+def test_echo_run_hides_the_slice_table(make_napari_viewer, qtbot, tiny_cine, tmp_path):
+    """A model that says it is echo (modality US) on a one-slice clip: the panel shows the echo read-out (no RV)
+    and hides the short-axis slice table, which has nothing to count in an apical view; a short-axis stack
+    shows it again."""
+    import torch
+
+    from napari_cardiac_motion.model import save_checkpoint
+    from napari_cardiac_motion.model.checkpoint import read_checkpoint
+    from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
+    from napari_cardiac_motion.model_description import ECHO_DEFAULT
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    payload = read_checkpoint(_moving_model(tmp_path))
+    net = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
+    net.load_state_dict(payload["state_dict"])
+    with torch.no_grad():  # mostly LV cavity, some wall: an LV for the echo read-out to measure
+        net.seg_head[-1].bias.copy_(torch.tensor([0.0, 2.6, 2.4, 0.0]))
+    echo = save_checkpoint(net, tmp_path / "echo.pt", {"name": "tiny-echo", "version": "1",
+                                                       **ECHO_DEFAULT.to_metadata()})
+    viewer = make_napari_viewer()
+    clip = tiny_cine.data[:, :1]
+    viewer.add_image(clip, name="clip", scale=(1.0, 1.0, *tiny_cine.spacing[1:]),
+                     metadata={"spacing": (1.0, *tiny_cine.spacing[1:]), "frame_interval_ms": 40.0})
+    run = RunWidget(viewer)
+    viewer.window.add_dock_widget(run)
+    run.set_model_path(echo)
+    widget = FunctionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    run.run()
+    qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
+    assert run.last_outcome == "done", run.status_label.text()
+    qtbot.waitUntil(lambda: widget.measurements is not None and widget.measurements.description.is_echo,
+                    timeout=TIMEOUT_MS)
+    assert widget.measurements.slices == [] and widget.value_text("rv_edv_ml") is None
+    assert widget.slices.isHidden() and widget.slices_label.isHidden() and widget.reset_slices_button.isHidden()
+    lab = _labels()  # a short-axis stack (the phantom of the first test): its slices are listed again
+    phantom = viewer.add_labels(lab, name="phantom", scale=(1.0, *SPACING),
+                                metadata={"spacing": SPACING, "frame_interval_ms": INTERVAL})
+    widget.set_layer(phantom)
+    qtbot.waitUntil(lambda: widget.measurements is not None and not widget.measurements.description.is_echo
+                    and widget.measurements.slices != [], timeout=TIMEOUT_MS)
+    assert not widget.slices.isHidden() and not widget.slices_label.isHidden()
+
+
 def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_napari_viewer, qtbot, tiny_cine,
                                                                            tmp_path):
     """The three panels docked as napari's Plugins menu docks them (each gets its own public-only proxy

@@ -132,7 +132,8 @@ class FunctionWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.table)
         slices_head = QHBoxLayout()
-        slices_head.addWidget(QLabel("slices counted (ml)"), 1)
+        self.slices_label = QLabel("slices counted (ml)")
+        slices_head.addWidget(self.slices_label, 1)
         slices_head.addWidget(self.reset_slices_button)
         layout.addLayout(slices_head)
         layout.addWidget(self.slices)
@@ -296,6 +297,8 @@ class FunctionWidget(QWidget):
         self.measurements = m
         self._fill_table(m)
         self.slices.set_decisions(m.slices)
+        for w in (self.slices_label, self.reset_slices_button, self.slices):  # an echo view has no slices to count
+            w.setVisible(bool(m.slices))
         self.canvas.set_rendered(rendered)
         self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""

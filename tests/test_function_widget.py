@@ -174,14 +174,15 @@ def test_echo_run_hides_the_slice_table(make_napari_viewer, qtbot, tiny_cine, tm
     qtbot.waitUntil(lambda: widget.measurements is not None and widget.measurements.description.is_echo,
                     timeout=TIMEOUT_MS)
     assert widget.measurements.slices == [] and widget.value_text("rv_edv_ml") is None
-    assert widget.slices.isHidden() and widget.slices_label.isHidden() and widget.reset_slices_button.isHidden()
+    assert widget.slices_section.isHidden() and not widget.slices.isVisibleTo(widget)
+    assert not widget.reset_slices_button.isVisibleTo(widget)
     lab = _labels()  # a short-axis stack (the phantom of the first test): its slices are listed again
     phantom = viewer.add_labels(lab, name="phantom", scale=(1.0, *SPACING),
                                 metadata={"spacing": SPACING, "frame_interval_ms": INTERVAL})
     widget.set_layer(phantom)
     qtbot.waitUntil(lambda: widget.measurements is not None and not widget.measurements.description.is_echo
                     and widget.measurements.slices != [], timeout=TIMEOUT_MS)
-    assert not widget.slices.isHidden() and not widget.slices_label.isHidden()
+    assert widget.slices.isVisibleTo(widget) and widget.reset_slices_button.isVisibleTo(widget)
 
 
 def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_napari_viewer, qtbot, tiny_cine,

@@ -5,13 +5,16 @@ ES; the reason and the slice's volume on hover; a cell without a check box has n
 and keeps the user's overrides ``{(frame, slice, "LV"|"RV"): included}`` with each Labels layer (in the
 layer's metadata under :data:`OVERRIDES_KEY`, so closing and reopening the panel loses none); toggling a
 box emits :attr:`SlicesTable.overrides_changed`, the panel then recomputes the read-out with them.
+:class:`SlicesSection` puts a header with the "Rules decide" button above it and hides itself when the read-out
+has no slices (an echo view).
 """
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
 
 from ..analysis.slices import SliceDecision
 
@@ -139,3 +142,27 @@ class SlicesTable(QWidget):
         """Whether the box of a decided slice is ticked (``None`` when the slice has none)."""
         item = self.item_for(frame, slice_, structure)
         return None if item is None else item.checkState() == Qt.CheckState.Checked
+
+
+class SlicesSection(QWidget):
+    """The "slices counted" header (label and "Rules decide" button) above a :class:`SlicesTable`; hidden when
+    the read-out has no slice decisions (an apical echo view has nothing to count)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.table = SlicesTable()
+        self.label = QLabel("slices counted (ml)")
+        self.reset_button = QPushButton("Rules decide")
+        self.reset_button.setToolTip("Forget your slice choices for this layer: the rules decide again.")
+        self.reset_button.clicked.connect(self.table.clear_overrides)
+        head = QHBoxLayout()
+        head.addWidget(self.label, 1)
+        head.addWidget(self.reset_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.table)
+
+    def set_decisions(self, decisions: list[SliceDecision]) -> None:
+        self.table.set_decisions(decisions)
+        self.setVisible(bool(decisions))

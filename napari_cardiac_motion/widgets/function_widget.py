@@ -42,7 +42,7 @@ from ._jobs import JobProgress
 from ._layer_binding import is_placeholder
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
 from ._session import get_session, unwrap
-from ._slices_table import SlicesTable
+from ._slices_table import SlicesSection
 
 DEBOUNCE_MS = 400
 
@@ -100,9 +100,8 @@ class FunctionWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(180)
-        self.slices = SlicesTable()
-        self.reset_slices_button = QPushButton("Rules decide")
-        self.reset_slices_button.setToolTip("Forget your slice choices for this layer: the rules decide again.")
+        self.slices_section = SlicesSection()
+        self.slices, self.reset_slices_button = self.slices_section.table, self.slices_section.reset_button
         self.canvas = CurvesCanvas()
         self.canvas.setToolTip("Volume and strain curves; click to go to that frame. Curves: every labelled "
                                "slice; open squares: the ED/ES volumes of the counted slices.\n\n" + STRAIN_HELP)
@@ -131,12 +130,7 @@ class FunctionWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.table)
-        slices_head = QHBoxLayout()
-        self.slices_label = QLabel("slices counted (ml)")
-        slices_head.addWidget(self.slices_label, 1)
-        slices_head.addWidget(self.reset_slices_button)
-        layout.addLayout(slices_head)
-        layout.addWidget(self.slices)
+        layout.addWidget(self.slices_section)
         layout.addWidget(self.canvas)
         layout.addLayout(buttons)
         layout.addWidget(self.exporter)
@@ -152,7 +146,6 @@ class FunctionWidget(QWidget):
         for spin in (self.ed_spin, self.es_spin, self.height_spin, self.weight_spin):
             spin.valueChanged.connect(self.schedule)
         self.slices.overrides_changed.connect(self.schedule)
-        self.reset_slices_button.clicked.connect(self.slices.clear_overrides)
         self.layer_combo.currentIndexChanged.connect(self._on_layer_chosen)
         self.refresh_button.clicked.connect(self.compute)
         self.export_button.clicked.connect(self._ask_export)
@@ -296,9 +289,7 @@ class FunctionWidget(QWidget):
         m, rendered = out
         self.measurements = m
         self._fill_table(m)
-        self.slices.set_decisions(m.slices)
-        for w in (self.slices_label, self.reset_slices_button, self.slices):  # an echo view has no slices to count
-            w.setVisible(bool(m.slices))
+        self.slices_section.set_decisions(m.slices)  # hidden when there are none (an echo view)
         self.canvas.set_rendered(rendered)
         self._update_markers()
         note = ("; " + "; ".join(m.notes)) if m.notes else ""

@@ -116,21 +116,26 @@ def _moving_model(tmp_path):
     return save_checkpoint(net, tmp_path / "m.pt", {"name": "tiny-run", "version": "1"})
 
 
-def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_path):
-    """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
+def _run_with_panel(viewer, qtbot, checkpoint):
+    """Dock the Run and Cardiac function panels, run ``checkpoint`` on the viewer's image and wait for it."""
     from napari_cardiac_motion.widgets.run_widget import RunWidget
 
-    ckpt = _moving_model(tmp_path)
-    viewer = make_napari_viewer()
-    viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale(),
-                     metadata={"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0, "affine": tiny_cine.affine})
     run = RunWidget(viewer)
     viewer.window.add_dock_widget(run)
-    run.set_model_path(ckpt)
+    run.set_model_path(checkpoint)
     widget = FunctionWidget(viewer)
     viewer.window.add_dock_widget(widget)
     run.run()
     qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
+    return run, widget
+
+
+def test_panel_uses_motion_of_a_run(make_napari_viewer, qtbot, tiny_cine, tmp_path):
+    """After a real Run (tiny random model) the panel finds the dense motion: strain curves exist."""
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_cine.data, name="tiny", scale=tiny_cine.napari_scale(),
+                     metadata={"spacing": tiny_cine.spacing, "frame_interval_ms": 40.0, "affine": tiny_cine.affine})
+    _, widget = _run_with_panel(viewer, qtbot, _moving_model(tmp_path))
     seg = next(ly for ly in viewer.layers if ly.name.startswith("segmentation"))
     qtbot.waitUntil(lambda: widget.layer is seg and widget.measurements is not None
                     and widget.measurements.strain is not None, timeout=TIMEOUT_MS)
@@ -150,7 +155,6 @@ def test_echo_run_hides_the_slice_table(make_napari_viewer, qtbot, tiny_cine, tm
     from napari_cardiac_motion.model.checkpoint import read_checkpoint
     from napari_cardiac_motion.model.network import JointConfig, JointMotionSegNet
     from napari_cardiac_motion.model_description import ECHO_DEFAULT
-    from napari_cardiac_motion.widgets.run_widget import RunWidget
 
     payload = read_checkpoint(_moving_model(tmp_path))
     net = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
@@ -163,13 +167,7 @@ def test_echo_run_hides_the_slice_table(make_napari_viewer, qtbot, tiny_cine, tm
     clip = tiny_cine.data[:, :1]
     viewer.add_image(clip, name="clip", scale=(1.0, 1.0, *tiny_cine.spacing[1:]),
                      metadata={"spacing": (1.0, *tiny_cine.spacing[1:]), "frame_interval_ms": 40.0})
-    run = RunWidget(viewer)
-    viewer.window.add_dock_widget(run)
-    run.set_model_path(echo)
-    widget = FunctionWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    run.run()
-    qtbot.waitUntil(lambda: not run.is_running, timeout=120_000)
+    run, widget = _run_with_panel(viewer, qtbot, echo)
     assert run.last_outcome == "done", run.status_label.text()
     qtbot.waitUntil(lambda: widget.measurements is not None and widget.measurements.description.is_echo,
                     timeout=TIMEOUT_MS)

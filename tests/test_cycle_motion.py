@@ -155,7 +155,7 @@ def test_last_frame_references_say_what_the_overlap_can_reach(beating):
     (an independent estimate of the last-frame displacement; it reads about 1 mm of noise on this cine,
     whose true last-frame motion is 0.1 px, and much more when the last frame is peak systole)."""
     from napari_cardiac_motion.cine import Cine
-    from napari_cardiac_motion.evaluation.cycle import demons_last_frame
+    from napari_cardiac_motion.evaluation.cycle import closure_yardstick, demons_last_frame
 
     cine, model, _ = beating
     res = predict_cine(cine, model, device="cpu", ed_frame=0)
@@ -166,3 +166,8 @@ def test_last_frame_references_say_what_the_overlap_can_reach(beating):
     half = Cine(cine.data[: T // 2 + 1], cine.spacing, cine.frame_interval_ms, cine.affine, name="to-es")
     ref_es = demons_last_frame(half, 0, res.labels[: T // 2 + 1])
     assert ref_es["displacement_mm"] > ref["displacement_mm"] + 0.5, (ref, ref_es)
+    # the image yardstick: this cine's motion is symmetric in time, so its last frame is as far from ED as
+    # the frame after ED (ratio ≈ 1); a cine cut at ES ends far from ED (its last frame changed far more)
+    cl = closure_yardstick(cine, 0, res.labels)
+    cl_es = closure_yardstick(half, 0, res.labels[: T // 2 + 1])
+    assert 0.8 < cl["ratio"] < 1.25 and cl_es["ratio"] > 2.0, (cl, cl_es)

@@ -199,7 +199,33 @@ def evaluate_full_cine(folder: str | Path, model, device: str = "auto", baseline
                                      if (es_gt[zs] == c).any()}
         out["seconds_demons"] = sec
         out["demons_last"] = demons_last_frame(cine, ed, res.labels)
+    out["closure"] = closure_yardstick(cine, ed, res.labels)
     return out
+
+
+def closure_yardstick(cine: Cine, ed: int, labels: np.ndarray, margin: int = 10) -> dict[str, float]:
+    """How far the cine's last frame (cycle order) is from ED *in the images*, next to the frame after ED.
+
+    A cine samples the cycle at T frames, so its last frame is one frame interval before ED and need not
+    be at the ED shape. The mean absolute intensity change from ED (intensities scaled by the cine's
+    99.5th percentile, over the box around the model's ED labels widened by ``margin`` voxels, all slices)
+    at the last frame and at the frame after ED, and their ratio: near 1 or above, the last frame is as far
+    from ED as the first systolic frame, and its displacement and strain should read like that frame's,
+    not 0."""
+    order = cycle_order(cine.shape[0], ed)
+    heart = labels[ed] > 0
+    if not heart.any():
+        return {}
+    ys, xs = np.nonzero(heart.any(axis=0))
+    box = (slice(max(0, ys.min() - margin), ys.max() + margin + 1), slice(max(0, xs.min() - margin), xs.max() + margin + 1))
+    data = np.asarray(cine.data, dtype=np.float32)
+    scale = float(np.percentile(data, 99.5)) or 1.0
+
+    def change(t: int) -> float:
+        return float(np.abs(data[t][(slice(None), *box)] - data[ed][(slice(None), *box)]).mean() / scale)
+
+    last, nxt = change(order[-1]), change(order[1])
+    return {"image_change_last": last, "image_change_next": nxt, "ratio": last / nxt if nxt > 0 else float("nan")}
 
 
 def demons_last_frame(cine: Cine, ed: int, labels: np.ndarray) -> dict[str, float]:
@@ -284,6 +310,13 @@ def format_cycles(result: dict[str, Any]) -> str:
         lines.append(f"{c['case']} last frame: the model's own Myo vs its ED Myo without motion "
                      f"{c['last_zero_motion_myo_dice']:.3f}, vs the frame before "
                      + (f"{nb:.3f}" if nb is not None else "—") + ref)
+    for c in result["cases"]:
+        cl = c.get("closure")
+        if cl and len(c["displacement_mm"]) > 1:
+            lines.append(f"{c['case']} closure: image change from ED at the last frame {cl['image_change_last']:.3f}, "
+                         f"at the frame after ED {cl['image_change_next']:.3f} (ratio {cl['ratio']:.2f}); the model "
+                         f"reads the frame after ED at {c['displacement_mm'][1]:.2f} mm, radial "
+                         f"{c['radial_percent'][1]:+.1f} %, circ {c['circumferential_percent'][1]:+.1f} %")
     for c in result["cases"]:
         lines.append(f"{c['case']} displacement (mm, cycle order from ED): "
                      + " ".join(f"{v:.2f}" for v in c["displacement_mm"]))

@@ -171,3 +171,24 @@ def test_last_frame_references_say_what_the_overlap_can_reach(beating):
     cl = closure_yardstick(cine, 0, res.labels)
     cl_es = closure_yardstick(half, 0, res.labels[: T // 2 + 1])
     assert 0.8 < cl["ratio"] < 1.25 and cl_es["ratio"] > 2.0, (cl, cl_es)
+
+
+def test_wall_thickening_from_the_labels_alone():
+    """The motion-free yardstick: a ring whose wall thickens by 20 % (same epicardium, smaller cavity) reads
+    about +20 % at that frame and 0 where the labels equal ED's; no myocardium at ED: NaN."""
+    from napari_cardiac_motion.evaluation.cycle import wall_thickening_curve
+
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 32.0, xx - 32.0)
+
+    def frame(r_endo: float, r_epi: float) -> np.ndarray:
+        lab = np.zeros((2, 64, 64), np.uint8)
+        lab[:, r < r_epi] = 2
+        lab[:, r < r_endo] = 1
+        return lab
+
+    labels = np.stack([frame(12, 20), frame(10.4, 20), frame(12, 20)])  # wall 8 → 9.6 px: +20 %
+    curve = wall_thickening_curve(labels, [0, 1, 2])
+    assert curve[0] == 0.0 and abs(curve[2]) < 1e-9
+    assert 15.0 < curve[1] < 23.0, curve  # rasterised radii: 17.0
+    assert np.isnan(wall_thickening_curve(np.zeros_like(labels), [0, 1, 2])).all()

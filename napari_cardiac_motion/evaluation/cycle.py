@@ -14,6 +14,8 @@ model's own result (labels and motion ``u_t``, frame t → ED, ``(dy, dx)`` voxe
   order, their values at the last frame (``*_last``) and a roughness figure: the mean absolute second
   difference of the curve divided by its largest absolute value (0 for a straight line; about 0.1 for
   a smooth rise and return over 20 frames; above 0.3 for a curve that alternates frame by frame).
+* ``wall_thickening_percent`` / ``wall_thickening_last``: the wall thickening of the model's own labels
+  against ED (no motion involved), a yardstick for the radial strain, above all at the last frame.
 * ``odd_even_mm``: the mean absolute second difference of the displacement curve (mm): alternation
   between odd and even frames makes it large.
 * With reference labels at ED and ES (e.g. expert contours), ``propagation``: Dice of the ED labels carried
@@ -30,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..cine import Cine
-from ..conventions import LV_MYOCARDIUM, STRUCTURE_KEYS, cycle_order
+from ..conventions import LV_BLOOD_POOL, LV_MYOCARDIUM, STRUCTURE_KEYS, cycle_order
 from ..errors import InputError
 from .demons import warp_labels
 from ..metrics import dice
@@ -87,6 +89,7 @@ def cycle_metrics(labels: np.ndarray, motion: np.ndarray, ed_frame: int,
     st = strain_curves(motion, labels, spacing, ed_frame, affine)
     rad = st.radial_percent[order]
     circ = st.circumferential_percent[order]
+    thick = wall_thickening_curve(labels, order)
     return {
         "frames": n_t,
         "ed_frame": int(ed_frame),
@@ -107,8 +110,27 @@ def cycle_metrics(labels: np.ndarray, motion: np.ndarray, ed_frame: int,
         "radial_peak": float(np.nanmax(rad)) if np.isfinite(rad).any() else None,
         "circumferential_peak": float(np.nanmin(circ)) if np.isfinite(circ).any() else None,
         "radial_roughness": roughness(rad),
+        # the same wall read from the segmentation alone (no motion): where the two agree at the last
+        # frame, a non-zero radial strain there is the heart's, not the motion's error
+        "wall_thickening_percent": [round(float(v), 2) for v in thick],
+        "wall_thickening_last": float(thick[-1]),
         "circumferential_roughness": roughness(circ),
     }
+
+
+def wall_thickening_curve(labels: np.ndarray, order: list[int], min_voxels: int = 20) -> np.ndarray:
+    """A motion-free yardstick for radial strain: mean wall thickening (%) of the model's own labels per
+    frame (in ``order``, ``order[0]`` = ED), against ED. Per slice the wall is read as the difference of
+    the equal-area radii of the epicardium (LV + Myo) and the endocardium (LV); slices without at least
+    ``min_voxels`` of both at ED are left out. NaN where no slice qualifies."""
+    lv = (labels == LV_BLOOD_POOL).sum(axis=(2, 3)).astype(np.float64)
+    my = (labels == LV_MYOCARDIUM).sum(axis=(2, 3)).astype(np.float64)
+    wall = np.sqrt((lv + my) / np.pi) - np.sqrt(lv / np.pi)  # (T, Z) voxels
+    ed = order[0]
+    ok = (lv[ed] >= min_voxels) & (my[ed] >= min_voxels)
+    if not ok.any():
+        return np.full(len(order), np.nan)
+    return np.array([100.0 * float(np.mean(wall[t][ok] / wall[ed][ok] - 1.0)) for t in order])
 
 
 def propagation_scores(ed_labels: np.ndarray, es_labels: np.ndarray, motion_es: np.ndarray,
@@ -316,7 +338,9 @@ def format_cycles(result: dict[str, Any]) -> str:
             lines.append(f"{c['case']} closure: image change from ED at the last frame {cl['image_change_last']:.3f}, "
                          f"at the frame after ED {cl['image_change_next']:.3f} (ratio {cl['ratio']:.2f}); the model "
                          f"reads the frame after ED at {c['displacement_mm'][1]:.2f} mm, radial "
-                         f"{c['radial_percent'][1]:+.1f} %, circ {c['circumferential_percent'][1]:+.1f} %")
+                         f"{c['radial_percent'][1]:+.1f} %, circ {c['circumferential_percent'][1]:+.1f} %; wall "
+                         f"thickening of its own labels at the last frame {c.get('wall_thickening_last', float('nan')):+.1f} % "
+                         f"(radial strain there {c['radial_last']:+.1f} %)")
     for c in result["cases"]:
         lines.append(f"{c['case']} displacement (mm, cycle order from ED): "
                      + " ".join(f"{v:.2f}" for v in c["displacement_mm"]))

@@ -186,3 +186,30 @@ def test_an_echo_run_says_what_it_segments(tmp_path):
     assert describe(meta2).by_key("LA") is not None and describe(meta2).by_key("RV") is None
     assert model.config.pixel_mm == ECHO_PIXEL_MM
     assert any(d["dataset"] == "CAMUS" for d in meta["training_data"])
+
+
+def _stack_case(base_first: bool) -> Case:
+    """Six slices; at ED slice 0 (or 5) lies above the base (nothing drawn), the LV narrows to the apex."""
+    size = 32
+    yy, xx = np.mgrid[:size, :size]
+    rr = np.hypot(yy - size / 2, xx - size / 2)
+    codes = np.zeros((2, 6, size, size), np.uint8)
+    for k, r in enumerate((10.0, 8.0, 6.0, 4.0, 2.5)):  # labelled slices, base → apex
+        z = k + 1 if base_first else 4 - k
+        codes[0, z] = np.where(rr < r, 1, np.where(rr < r + 3, 2, 0))
+    img = np.random.default_rng(0).random((2, 6, size, size)).astype(np.float16)
+    return Case("stack", "acdc", img, codes, 0, 1, None, np.full((6, 2), size / 2.0))
+
+
+def test_basal_slices_and_their_weight_in_sampling():
+    from napari_cardiac_motion.training.sampling import basal_slices
+
+    assert basal_slices(_stack_case(True)) == [0, 1, 2]  # above the base, then the two most basal
+    assert basal_slices(_stack_case(False)) == [5, 4, 3]
+    cfg = TrainConfig(crop=24, batch_size=4, wide_prob=0.0, basal_weight=4.0)
+    sampler = Sampler([_stack_case(True)], [], cfg, np.random.default_rng(0))
+    basal = sum(p for (i, z), p in zip(sampler.acdc_items, sampler.acdc_p) if z in (0, 1, 2))
+    assert basal == pytest.approx(12 / 15)  # 3 slices × 4 against 3 × 1
+    images, codes = sampler.acdc_batch()
+    assert images.shape[0] == 4 and images.shape == codes.shape
+    assert Sampler([_stack_case(True)], [], TrainConfig(crop=24), np.random.default_rng(0)).acdc_p is None

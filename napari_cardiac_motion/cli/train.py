@@ -67,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cine-batch", type=int, default=None,
                    help="cine sequences per cine batch (default 2). With --batch-size 32 on a GPU, 8 keeps the "
                         "whole-cycle terms' share of the CPU recipe (batch 8, 2 cines every 4 steps)")
+    p.add_argument("--basal-weight", type=float, default=None,
+                   help="draw the two most basal ACDC slices and the one above the base this many times as often "
+                        "as the others (default 1; basal slices are the largest single error at ES)")
     p.add_argument("--flips", default="auto", choices=("auto", "on", "off"),
                    help="random flips in augmentation (auto: on for MR, off for echo, whose apex is always on top)")
     p.set_defaults(func=run)
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         command="napari-cardiac-motion " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:])),
     )
     for name, key in (("w_joint", "w_joint"), ("w_seg", "w_seg"), ("w_time", "w_time"), ("w_teacher", "w_teacher"),
-                      ("w_carry", "w_carry"), ("cine_every", "sunnybrook_every"), ("cine_batch", "sb_batch")):
+                      ("w_carry", "w_carry"), ("cine_every", "sunnybrook_every"), ("cine_batch", "sb_batch"),
+                      ("basal_weight", "basal_weight")):
         if getattr(args, name) is not None:
             setattr(cfg, key, getattr(args, name))
     _, meta = train(cfg)

@@ -38,6 +38,23 @@ def cycle_lengths(n_frames: int, max_frames: int) -> list[int]:
     return long or ok or [min(max_frames, n_frames)]
 
 
+def basal_slices(case: Case, n: int = 2) -> list[int]:
+    """The ``n`` most basal labelled slices of an ACDC-like case (ED labels) and the slice beyond them
+    (above the base, where the experts drew nothing at ED). The base is the labelled end whose slice holds
+    the larger LV blood pool plus myocardium at ED (the ventricle narrows towards the apex)."""
+    ed = case.codes[case.ed]
+    heart = ((ed >= 1) & (ed <= 3)).sum(axis=(1, 2))
+    lv = ((ed == 1) | (ed == 2)).sum(axis=(1, 2))
+    zs = np.flatnonzero(heart > 0)
+    if zs.size == 0:
+        return []
+    lo, hi = int(zs[0]), int(zs[-1])
+    step = 1 if lv[lo] >= lv[hi] else -1
+    base = lo if step == 1 else hi
+    out = [base + step * k for k in range(-1, n) if 0 <= base + step * k < case.n_slices]
+    return [z for z in out if (z - base) * step < n]
+
+
 class Sampler:
     """Draws training batches from in-memory cases (numpy RNG; deterministic given the seed)."""
 
@@ -45,6 +62,12 @@ class Sampler:
         self.acdc, self.sunny, self.cfg, self.rng = acdc, sunny, cfg, rng
         self.pre = int(math.ceil(cfg.crop * 1.6 / 16) * 16)
         self.acdc_items = [(i, z) for i, c in enumerate(acdc) for z in range(c.n_slices)]
+        # --basal-weight: the basal slices (and the one above the base) drawn that many times as often
+        self.acdc_p = None
+        if cfg.basal_weight != 1.0 and self.acdc_items:
+            basal = {(i, z) for i, c in enumerate(acdc) for z in basal_slices(c)}
+            w = np.array([cfg.basal_weight if it in basal else 1.0 for it in self.acdc_items])
+            self.acdc_p = w / w.sum()
         self.sunny_items = [(i, z) for i, c in enumerate(sunny) for z in range(c.n_slices)]
 
     def _centre(self, case: Case, z: int, wide: bool) -> tuple[float, float]:
@@ -62,7 +85,9 @@ class Sampler:
     def acdc_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``[ED, ES]`` or ``[ES, ED]`` of ``batch_size`` random ACDC slices."""
         imgs, cods, wides = [], [], []
-        for k in self.rng.integers(len(self.acdc_items), size=self.cfg.batch_size):
+        picks = (self.rng.integers(len(self.acdc_items), size=self.cfg.batch_size) if self.acdc_p is None
+                 else self.rng.choice(len(self.acdc_items), size=self.cfg.batch_size, p=self.acdc_p))
+        for k in picks:
             i, z = self.acdc_items[k]
             case = self.acdc[i]
             order = [case.ed, case.es] if self.rng.random() < 0.5 else [case.es, case.ed]

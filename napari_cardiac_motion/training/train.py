@@ -90,6 +90,7 @@ class TrainConfig:
     teacher_noise: float = 0.05  # the teacher's own Gaussian perturbation (normalised intensities 0–1)
     w_carry: float = 0.0  # carried consistency on cine sequences (segmentation vs ED labels moved by the motion)
     wide_prob: float = 0.25
+    basal_weight: float = 1.0  # ACDC pairs: the basal slices (and the one above the base) drawn this many times as often
     acdc_limit: int | None = None  # tests: only the first N training patients
     use_sunnybrook: bool = True
     validate: bool = True

@@ -110,11 +110,11 @@ def cycle_metrics(labels: np.ndarray, motion: np.ndarray, ed_frame: int,
         "radial_peak": float(np.nanmax(rad)) if np.isfinite(rad).any() else None,
         "circumferential_peak": float(np.nanmin(circ)) if np.isfinite(circ).any() else None,
         "radial_roughness": roughness(rad),
+        "circumferential_roughness": roughness(circ),
         # the same wall read from the segmentation alone (no motion): where the two agree at the last
         # frame, a non-zero radial strain there is the heart's, not the motion's error
         "wall_thickening_percent": [round(float(v), 2) for v in thick],
         "wall_thickening_last": float(thick[-1]),
-        "circumferential_roughness": roughness(circ),
     }
 
 
@@ -239,12 +239,12 @@ def closure_yardstick(cine: Cine, ed: int, labels: np.ndarray, margin: int = 10)
     if not heart.any():
         return {}
     ys, xs = np.nonzero(heart.any(axis=0))
-    box = (slice(max(0, ys.min() - margin), ys.max() + margin + 1), slice(max(0, xs.min() - margin), xs.max() + margin + 1))
-    data = np.asarray(cine.data, dtype=np.float32)
-    scale = float(np.percentile(data, 99.5)) or 1.0
+    box = np.asarray(cine.data[:, :, max(0, ys.min() - margin):ys.max() + margin + 1,
+                               max(0, xs.min() - margin):xs.max() + margin + 1], dtype=np.float32)
+    scale = float(np.percentile(cine.data, 99.5)) or 1.0
 
     def change(t: int) -> float:
-        return float(np.abs(data[t][(slice(None), *box)] - data[ed][(slice(None), *box)]).mean() / scale)
+        return float(np.abs(box[t] - box[ed]).mean() / scale)
 
     last, nxt = change(order[-1]), change(order[1])
     return {"image_change_last": last, "image_change_next": nxt, "ratio": last / nxt if nxt > 0 else float("nan")}
@@ -339,7 +339,7 @@ def format_cycles(result: dict[str, Any]) -> str:
                          f"at the frame after ED {cl['image_change_next']:.3f} (ratio {cl['ratio']:.2f}); the model "
                          f"reads the frame after ED at {c['displacement_mm'][1]:.2f} mm, radial "
                          f"{c['radial_percent'][1]:+.1f} %, circ {c['circumferential_percent'][1]:+.1f} %; wall "
-                         f"thickening of its own labels at the last frame {c.get('wall_thickening_last', float('nan')):+.1f} % "
+                         f"thickening of its own labels at the last frame {c['wall_thickening_last']:+.1f} % "
                          f"(radial strain there {c['radial_last']:+.1f} %)")
     for c in result["cases"]:
         lines.append(f"{c['case']} displacement (mm, cycle order from ED): "

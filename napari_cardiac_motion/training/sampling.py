@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..analysis.strain import slice_levels
 from ..model.losses import IGNORE_INDEX
 from .augment import augment_batch, crop_centered
 from .data import Case
@@ -39,20 +40,15 @@ def cycle_lengths(n_frames: int, max_frames: int) -> list[int]:
 
 
 def basal_slices(case: Case, n: int = 2) -> list[int]:
-    """The ``n`` most basal labelled slices of an ACDC-like case (ED labels) and the slice beyond them
-    (above the base, where the experts drew nothing at ED). The base is the labelled end whose slice holds
-    the larger LV blood pool plus myocardium at ED (the ventricle narrows towards the apex)."""
-    ed = case.codes[case.ed]
-    heart = ((ed >= 1) & (ed <= 3)).sum(axis=(1, 2))
-    lv = ((ed == 1) | (ed == 2)).sum(axis=(1, 2))
-    zs = np.flatnonzero(heart > 0)
+    """The ``n`` most basal slices with LV myocardium at ED and the slice beyond them (above the base,
+    where the experts drew nothing at ED). Base and apex as the strain read-out tells them
+    (:func:`..analysis.strain.slice_levels`: the end with the larger LV); none with fewer than 3 such slices."""
+    levels = slice_levels(case.codes[case.ed])
+    zs = np.flatnonzero(levels >= 0)
     if zs.size == 0:
         return []
-    lo, hi = int(zs[0]), int(zs[-1])
-    step = 1 if lv[lo] >= lv[hi] else -1
-    base = lo if step == 1 else hi
-    out = [base + step * k for k in range(-1, n) if 0 <= base + step * k < case.n_slices]
-    return [z for z in out if (z - base) * step < n]
+    base, step = (int(zs[0]), 1) if levels[zs[0]] == 0 else (int(zs[-1]), -1)
+    return [base + step * k for k in range(-1, n) if 0 <= base + step * k < case.n_slices]
 
 
 class Sampler:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .base_end import base_is_first
 from .conventions import LV_BLOOD_POOL, LV_MYOCARDIUM, RV_BLOOD_POOL
 
 # 3D connectivity: faces within a slice and across neighbouring slices (short-axis slices are far apart)
@@ -219,12 +220,12 @@ def drop_valve_slice(labels: np.ndarray, axis: HeartAxis) -> list[tuple[int, int
     myocardium when its blood pool is ringed by myocardium on less than :data:`RING_MIN` of its boundary
     (the clinical rule: a basal slice counts when its blood pool is surrounded by at least half a ring
     of myocardium; below that it lies above the mitral valve, where ACDC's experts draw nothing). The
-    base is the end of the reference frame's blood pool with the larger cavity. Returns the emptied
-    ``(frame, slice)`` pairs."""
+    base is the end of the reference frame's LV with the larger epicardial discs
+    (:func:`.base_end.base_is_first`). Returns the emptied ``(frame, slice)`` pairs."""
     zs = np.nonzero(axis.present)[0]
     if len(zs) < 2:
         return []
-    base_first = axis.area[zs[:2]].mean() >= axis.area[zs[-2:]].mean()
+    base_first = base_is_first(np.where(axis.present, axis.radius ** 2, 0.0))
     dropped = []
     for t in range(labels.shape[0]):
         frame = labels[t]

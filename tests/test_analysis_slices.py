@@ -125,6 +125,44 @@ def test_base_at_the_end_of_the_stack():
     assert not _decision(decisions, 0, 3, "LV").included and _decision(decisions, 0, 0, "LV").included
 
 
+def _thick_base_stack() -> np.ndarray:
+    """(T=2, Z=5): the base (slice 0) has the widest LV but less cavity than the slices near the apex (a
+    thick basal wall, as in ACDC's patient047); the ES basal slice's blood pool has a wall on 30 % only."""
+    lab = np.zeros((2, 5, *SHAPE), np.uint8)
+    for t, scale in enumerate((1.0, 0.8)):
+        for z, (cav, wall) in enumerate(((6, 9), (6, 7), (7, 4), (7, 3), (6, 2))):
+            yy, xx = np.ogrid[: SHAPE[0], : SHAPE[1]]
+            ring = _disc(cav * scale + wall) & ~_disc(cav * scale)
+            if t == 1 and z == 0:
+                ring &= np.arctan2(yy - CENTRE[0], xx - CENTRE[1]) % (2 * np.pi) < 0.6 * np.pi
+            lab[t, z][ring] = LV_MYOCARDIUM
+            lab[t, z][_disc(cav * scale)] = LV_BLOOD_POOL
+    return lab
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_one_base_rule_for_slices_levels_and_clean_up(flip):
+    from napari_cardiac_motion.analysis.strain import slice_levels
+    from napari_cardiac_motion.base_end import base_is_first
+    from napari_cardiac_motion.postprocess import clean_labels
+
+    lab = _thick_base_stack()
+    base, apex = 0, 4
+    if flip:
+        lab, base, apex = lab[:, ::-1].copy(), 4, 0
+    lv_area = (lab[0] == LV_BLOOD_POOL).reshape(5, -1).sum(1)
+    assert lv_area[apex] <= lv_area[2]  # the cavity alone would point at the wrong end
+    assert base_is_first(np.isin(lab[0], [LV_BLOOD_POOL, LV_MYOCARDIUM]).reshape(5, -1).sum(1)) == (not flip)
+    assert slice_levels(lab[0])[base] == 0 and slice_levels(lab[0])[apex] == 2
+    decisions = decide_slices(lab, SPACING, 0, 1)
+    assert not _decision(decisions, 1, base, "LV").included  # the ES base without half a ring
+    assert _decision(decisions, 1, apex, "LV").included
+    dropped: list = []
+    clean_labels(lab, dropped=dropped)
+    assert dropped == [(1, base)]
+    assert base_is_first(np.array([0, 0, 3.0, 0])) and base_is_first(np.zeros(4))
+
+
 def test_overrides_are_honoured_and_round_trip_through_json(tmp_path):
     lab = _stack(0.3)
     basal = (lab[0, 0] == LV_BLOOD_POOL).sum() * 0.01

@@ -22,7 +22,8 @@ the clinical guidelines state them and as ACDC's experts drew (the defaults of :
 * Every other labelled slice counts (apical slices whenever a cavity is visible).
 
 Myocardium (LV mass) counts in the ED slices whose LV counts, and in apical slices with myocardium only.
-The base is the end of the ED stack with the larger LV cavity. Areas are in mm², volumes in ml, labels
+The base is the end of the ED stack with the larger LV (blood pool + myocardium;
+:func:`..base_end.base_is_first`). Areas are in mm², volumes in ml, labels
 ``(T, Z, Y, X)``; slices and frames are 0-based indices.
 """
 
@@ -33,6 +34,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ..base_end import base_is_first
 from ..errors import InputError
 from ..model_description import MR_DEFAULT, ModelDescription
 from ..postprocess import RING_MIN, ring_fraction
@@ -93,14 +95,6 @@ class SliceDecision:
         d = asdict(self)
         d["volume_ml"] = round(float(self.volume_ml), 3)
         return d
-
-
-def _base_first(lv_area_ed: np.ndarray) -> bool:
-    """Whether slice 0 is the base: the end of the ED LV stack with the larger cavity."""
-    zs = np.nonzero(lv_area_ed > 0)[0]
-    if len(zs) < 2:
-        return True
-    return bool(lv_area_ed[zs[:2]].mean() >= lv_area_ed[zs[-2:]].mean())
 
 
 def _lv_frame(lab: np.ndarray, ed_lab: np.ndarray, values: dict[str, int | None], order: list[int],
@@ -191,8 +185,8 @@ def decide_slices(labels: np.ndarray, spacing, ed_frame: int, es_frame: int,
     ml_per_voxel = float(np.prod([float(s) for s in spacing])) / 1000.0
     n_z = lab.shape[1]
     ed_lab = lab[ed_frame]
-    lv_area_ed = (ed_lab == values["LV"]).reshape(n_z, -1).sum(1) if values["LV"] is not None else np.zeros(n_z)
-    order = list(range(n_z)) if _base_first(lv_area_ed) else list(range(n_z - 1, -1, -1))
+    lv_ed = np.isin(ed_lab, [v for v in (values["LV"], values["Myo"]) if v is not None])
+    order = list(range(n_z)) if base_is_first(lv_ed.reshape(n_z, -1).sum(1)) else list(range(n_z - 1, -1, -1))
     out: list[SliceDecision] = []
     phases = [(ed_frame, "ED")] + ([(es_frame, "ES")] if es_frame != ed_frame else [])
     for frame, phase in phases:

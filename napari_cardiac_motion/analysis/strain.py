@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..base_end import base_is_first
 from ..conventions import LV_BLOOD_POOL, LV_MYOCARDIUM, RV_BLOOD_POOL
 from ..errors import InputError
 
@@ -111,9 +112,9 @@ def slice_levels(lab_ed: np.ndarray) -> np.ndarray:
     zs = np.nonzero(has_myo)[0]
     if zs.size < 3:
         return level
-    area = np.array([((lab_ed[z] == LV_BLOOD_POOL) | (lab_ed[z] == LV_MYOCARDIUM)).sum() for z in zs], float)
-    half = zs.size // 2
-    if area[:half].sum() < area[zs.size - half:].sum():  # the larger end is the base
+    area = np.zeros(n_z)
+    area[zs] = [((lab_ed[z] == LV_BLOOD_POOL) | (lab_ed[z] == LV_MYOCARDIUM)).sum() for z in zs]
+    if not base_is_first(area):
         zs = zs[::-1]
     for lev, part in enumerate(np.array_split(zs, 3)):
         level[part] = lev

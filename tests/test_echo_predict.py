@@ -164,6 +164,16 @@ def test_predict_echo_refuses_a_multi_slice_cine(tmp_path, echo_tiny, capsys):
     assert "one apical 2D+t clip" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_predict_echo_refuses_flip_tta(tmp_path, echo_tiny, capsys):
+    src = tmp_path / "clip.nii.gz"
+    write_clip(src)
+    out = tmp_path / "o"
+    assert main(["predict", str(src), "--out", str(out), "--model", str(echo_tiny), "--tta", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "not mirror-symmetric" in err and "Run without --tta" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_measure_echo_fills_gls_from_flow_files(tmp_path):
     from napari_cardiac_motion.io import write_nifti_flow
 

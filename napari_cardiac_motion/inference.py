@@ -191,8 +191,11 @@ def _metadata(region: dict, how: str, tta: bool, refine: dict | None, motion_mod
             "qc": qc_result.summary() if qc_result is not None else None}
 
 
-def _check_arguments(motion_mode: str, ed_frame: int | None, n_t: int) -> None:
-    """:func:`predict_cine`'s checks of its motion mode and ED frame (an :class:`InputError` naming the fix)."""
+def _check_arguments(motion_mode: str, ed_frame: int | None, n_t: int, echo_tta: bool = False) -> None:
+    """:func:`predict_cine`'s checks of its motion mode, ED frame and flip TTA on an echo model (refused:
+    :data:`ECHO_TTA_REFUSED`), each an :class:`InputError` naming the fix."""
+    if echo_tta:
+        raise InputError(ECHO_TTA_REFUSED)
     if motion_mode not in ("pairwise", "recurrent"):
         raise InputError(f"Unknown motion mode '{motion_mode}': use 'pairwise' or 'recurrent'.")
     if ed_frame is not None and not (0 <= int(ed_frame) < n_t):
@@ -262,8 +265,7 @@ def predict_cine(
         batch_size: frames per chunk (encoder batch); default 240 on a CPU, 2048 on a GPU.
         spacing: ``(dz, dy, dx)`` mm for an array input (default: a Cine's own spacing; an array
             without it is taken to be at the model's pixel size, i.e. not resampled).
-        tta: also segment the left-right flipped frames and average (about 1.5× the time); MR only
-            (refused for echo: :data:`ECHO_TTA_REFUSED`).
+        tta: also segment the left-right flipped frames and average (about 1.5× the time; MR only).
         largest_component: clean the labels by anatomy (:func:`.postprocess.keep_largest_components`).
         region: force the processed region (default: found by :func:`plan_region`).
         max_sub_frames: frames per encoder call (default 16 on a CPU, 512 on a GPU; bounds memory).
@@ -283,7 +285,7 @@ def predict_cine(
     data, spacing = ((cine.data, cine.spacing if spacing is None else spacing) if isinstance(cine, Cine)
                      else (validate_cine_array(cine), spacing))
     n_t, n_z, h, w = data.shape
-    _check_arguments(motion_mode, ed_frame, n_t)
+    _check_arguments(motion_mode, ed_frame, n_t, tta and is_echo(description))
     dev = resolve_device(device)
     model = model.to(dev).eval()
     use_amp = dev.type == "cuda"
@@ -292,8 +294,6 @@ def predict_cine(
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
     echo = is_echo(description)
-    if tta and echo:
-        raise InputError(ECHO_TTA_REFUSED)
     region, how = _region(data, model, spacing_yx, dev, use_amp, window, echo) if region is None else (region, "given")
     refine = RefineSettings(closed_cycle=not echo) if refine is None else refine
     # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)

@@ -131,3 +131,43 @@ def test_training_sequence_forward_matches_model_forward():
         seg_a, flows_a = model.forward_sequence(images)
         seg_b, flows_b, _ = model(images[:, :1], images.unsqueeze(2))
     assert torch.allclose(seg_a, seg_b, atol=1e-5) and torch.allclose(flows_a, flows_b, atol=1e-5)
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights(tmp_path, monkeypatch):
+    """A model soup: every float tensor is the mean (BatchNorm statistics included), counters come from the
+    first, the sources are recorded, and checkpoints of another architecture are refused."""
+    import runpy
+    from pathlib import Path
+
+    from napari_cardiac_motion.errors import CheckpointError
+    from napari_cardiac_motion.model import load_checkpoint, save_checkpoint
+    from napari_cardiac_motion.model.checkpoint import average_checkpoints
+
+    paths = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        net = JointMotionSegNet(TINY)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.num_batches_tracked.fill_(seed + 5)
+        paths.append(save_checkpoint(net, tmp_path / f"m{seed}.pt", {"name": "tiny", "version": f"0.{seed}"}))
+    nets = [load_checkpoint(p)[0].state_dict() for p in paths]
+    out = average_checkpoints(paths, tmp_path / "soup.pt")
+    soup, meta = load_checkpoint(out)
+    for k, v in soup.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, sum(n[k] for n in nets) / 3, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(v, nets[0][k])
+    assert meta["version"] == "0.0" and meta["averaged_from"] == [str(p) for p in paths]
+    other = save_checkpoint(JointMotionSegNet(tiny_config(head=TINY.head + 2)), tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="another architecture"):
+        average_checkpoints([paths[0], other], tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints(paths[:1], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
+    monkeypatch.setattr("sys.argv", ["average_checkpoints.py", str(tmp_path / "cli.pt"), str(paths[0]), str(paths[1])])
+    runpy.run_path(str(script), run_name="__main__")
+    assert load_checkpoint(tmp_path / "cli.pt")[1]["averaged_from"] == [str(paths[0]), str(paths[1])]

@@ -127,3 +127,32 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     model = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return save_checkpoint(model, dst, payload.get("metadata", {}))
+
+
+def average_checkpoints(srcs: list[str | os.PathLike], dst: str | os.PathLike,
+                        metadata: dict[str, Any] | None = None) -> Path:
+    """Write the weight average of checkpoints of one architecture (a "model soup", Wortsman et al. 2022).
+
+    Every floating-point tensor (weights, biases, BatchNorm running statistics) is the mean over ``srcs``;
+    integer buffers (BatchNorm's batch counters) come from the first. Meant for runs fine-tuned from one
+    start (their weights lie in one basin); the average runs as fast as any one of them. ``metadata``
+    defaults to the first checkpoint's, with ``averaged_from`` listing the sources. Raises
+    :class:`CheckpointError` when fewer than two are given or their architectures differ.
+    """
+    if len(srcs) < 2:
+        raise CheckpointError("Averaging needs at least two checkpoints.")
+    payloads = [read_checkpoint(s) for s in srcs]
+    first = payloads[0]
+    for src, p in zip(srcs[1:], payloads[1:]):
+        if p["config"] != first["config"] or p["state_dict"].keys() != first["state_dict"].keys():
+            raise CheckpointError(f"'{src}' has another architecture than '{srcs[0]}'; only checkpoints of one "
+                                  "network (one config) can be averaged.")
+    state = {}
+    for k, v in first["state_dict"].items():
+        state[k] = (torch.stack([p["state_dict"][k].double() for p in payloads]).mean(0).to(v.dtype)
+                    if v.is_floating_point() else v.clone())
+    model = JointMotionSegNet(JointConfig.from_dict(first["config"]))
+    model.load_state_dict(state)
+    meta = dict(first.get("metadata", {}) if metadata is None else metadata)
+    meta["averaged_from"] = [str(s) for s in srcs]
+    return save_checkpoint(model, dst, meta)

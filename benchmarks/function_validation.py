@@ -50,7 +50,7 @@ def _read(path: Path):
     return np.ascontiguousarray(arr.transpose(2, 1, 0)), (float(zooms[2]), float(zooms[1]), float(zooms[0])), img.affine
 
 
-def run_patient(folder: Path, model, device: str, tta: bool = False) -> dict:
+def run_patient(folder: Path, model, device: str, tta: bool | None = None) -> dict:
     import inspect
 
     from napari_cardiac_motion.inference import predict_cine
@@ -61,7 +61,7 @@ def run_patient(folder: Path, model, device: str, tta: bool = False) -> dict:
     info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").exists() else {}
     cine = Cine(np.stack([ed, es]).astype(np.float32), spacing, 0.0, affine, folder.name)
     t0 = time.perf_counter()
-    extra = {"tta": True} if tta and "tta" in inspect.signature(predict_cine).parameters else {}
+    extra = {"tta": tta} if tta is not None and "tta" in inspect.signature(predict_cine).parameters else {}
     if tta and not extra:
         raise SystemExit("--tta: this predict_cine has no test-time augmentation")
     res = predict_cine(cine, model, device=device, ed_frame=0, **extra)
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--patients", nargs="*", default=None, help="patient numbers or folder names")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (where inference offers it)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test-time augmentation on/off (default: inference's default, on for MR)")
     p.add_argument("--json", default=None, help="write every figure here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.model, device="cpu")
     model_path = args.model or str(default_checkpoint_path())
     print(f"model: {meta.get('name')} {meta.get('version')} ({model_path}); device {args.device}; "
-          f"{len(folders)} patients{'; flip TTA' if args.tta else ''}")
+          f"{len(folders)} patients{'; flip TTA ' + ('on' if args.tta else 'off') if args.tta is not None else ''}")
     rows = []
     hdr = f"{'patient':<11}{'grp':<5}" + "".join(f"{lab:>17}" for _, lab, _ in MEASURES)
     print(hdr + "\n" + " " * 16 + "".join(f"{'model / expert':>17}" for _ in MEASURES))

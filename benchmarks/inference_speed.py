@@ -1,7 +1,7 @@
 """Inference speed of ``predict_cine`` on a 256×256×11×20 cine with a given ED frame (warm).
 
     python benchmarks/inference_speed.py [--input CINE.nii.gz] [--device cpu|cuda|mps|auto]
-                                         [--repeats 3] [--threads N] [--tta] [--flops]
+                                         [--repeats 3] [--threads N] [--no-tta] [--flops]
                                          [--motion pairwise|recurrent] [--refine-steps N] [--fuse W]
 
 Default input: ``../shared/data/sunnybrook/SC-HF-I-5/sa.nii.gz`` (256×256×11×20, 1.37 mm pixels) when
@@ -50,7 +50,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--ed-frame", type=int, default=0)
-    ap.add_argument("--tta", action="store_true")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="flip test-time augmentation on/off (default: on for MR models)")
     ap.add_argument("--flops", action="store_true")
     add_motion_arguments(ap)  # --motion, --refine-steps, --fuse (as predict)
     args = ap.parse_args()
@@ -78,7 +79,7 @@ def main() -> None:
         cpus.append(time.process_time() - c0)
     out = {
         "input": cine.name, "shape_TZYX": list(cine.shape), "spacing_mm": [round(s, 4) for s in cine.spacing],
-        "device": res.device, "threads": torch.get_num_threads(), "tta": args.tta,
+        "device": res.device, "threads": torch.get_num_threads(), "tta": res.metadata.get("tta"),
         "wall_s_median": round(statistics.median(walls), 3), "wall_s_all": [round(w, 3) for w in walls],
         "cpu_s_median": round(statistics.median(cpus), 3),
         "frames_per_second": round(cine.shape[0] * cine.shape[1] / statistics.median(walls), 1),

@@ -52,14 +52,15 @@ def test_predict_on_sample_writes_nifti_and_json(tmp_path):
     assert isinstance(emptied, list) and all(len(p) == 2 for p in emptied)
     assert all(not (labels[f, z] == 1).any() for f, z in emptied)
     assert result["modality"] in ("", None, "MR") and result["spacing_known"] is True
+    assert result["tta"] is True  # flip TTA is the MR default
 
 
 def test_predict_ed_frame_override(tmp_path, tiny_ckpt):
     out = tmp_path / "o"
     assert main(["predict", str(sample_cine_path()), "--out", str(out), "--ed-frame", "3",
-                 "--model", str(tiny_ckpt)]) == 0
+                 "--model", str(tiny_ckpt), "--no-tta"]) == 0
     res = json.loads((out / "result.json").read_text())
-    assert res["ed_frame"] == 3 and res["model"]["name"] == "tiny-test"
+    assert res["ed_frame"] == 3 and res["model"]["name"] == "tiny-test" and res["tta"] is False
     # quality control: every (frame, slice) in qc.json, 0-based as on napari's sliders; the summary in result.json
     qc = json.loads((out / "qc.json").read_text())
     _, _, z, t = nib.load(out / "labels.nii.gz").shape

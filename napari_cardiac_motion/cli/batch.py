@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--model", default=None,
                    help="'default' (the shipped MR model), 'echo' (the shipped echo model) or a model checkpoint")
-    p.add_argument("--tta", action="store_true", help="passed to predict: flip test-time augmentation")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="passed to predict: flip test-time augmentation (default: the model's, on for MR)")
     p.set_defaults(func=run)
 
 
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
 
         client, cluster = _client(args.scheduler, args.workers)
         try:
-            extra = ("--tta",) if args.tta else ()
+            extra = () if args.tta is None else ("--tta",) if args.tta else ("--no-tta",)
             futures = {client.submit(process_case, c, str(out.resolve()), model, args.device, extra, pure=False): c
                        for c in todo}
             with tqdm(total=len(cases), initial=len(cases) - len(todo), desc="batch", unit="case",

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="auto", choices=("auto", "volume", "2d+t"),
                    help="what the third axis of a 3D NIfTI/MetaImage file is: slices (volume) or time (2d+t, an "
                         "echo clip); auto decides from the header, and a model for ultrasound implies 2d+t")
-    p.add_argument("--tta", action="store_true",
-                   help="flip test-time augmentation of the segmentation (about 1.5× the time)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip test-time augmentation of the segmentation (default: on for MR models, about 1.4× "
+                        "the time; --no-tta for one pass; refused for echo)")
     add_motion_arguments(p)
     p.add_argument("--slicer-displacement", action="store_true",
                    help="also write DIR/displacement/displacement_tNNN.nii.gz: per-frame displacement fields in "
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                          "slices. Give an echo clip (X, Y, T), or use the MR model (--model default) for this cine.")
     with TqdmProgress("predict", unit="chunk") as bar:
         result = predict_cine(cine, model, device=args.device, ed_frame=args.ed_frame, progress=bar,
-                              tta=getattr(args, "tta", False), description=description, **motion_kwargs(args))
+                              tta=getattr(args, "tta", None), description=description, **motion_kwargs(args))
     out.mkdir(parents=True, exist_ok=True)
     if echo and is_clip_file(args.input):
         write_clip_labels(out / "labels.nii.gz", result.labels, cine.affine, cine.spacing[1:])

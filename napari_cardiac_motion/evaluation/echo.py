@@ -69,7 +69,7 @@ def _value(description: ModelDescription, key: str, default: int) -> int:
 
 
 def predict_view(view: EchoEvalView, model, description: ModelDescription, device: str = "cpu",
-                 tta: bool = False, **predict_kwargs: Any) -> EchoPrediction:
+                 tta: bool | None = None, **predict_kwargs: Any) -> EchoPrediction:
     """Run the predict path on one view (its own pixel size; a placeholder 1.0 when unknown);
     ``predict_kwargs`` (``motion_mode``, ``refine``, ``fuse``) go to :func:`..inference.predict_cine`."""
     from ..cine import Cine
@@ -184,7 +184,7 @@ def summarise(cases: list[dict[str, Any]], patients: list[dict[str, Any]], struc
 
 def evaluate_echo(data: str | Path, model, meta: dict[str, Any], description: ModelDescription, split: str = "val",
                   patients: list[str] | None = None, limit: int | None = None, device: str = "cpu",
-                  progress: Callable[[int, int, str], None] | None = None, tta: bool = False,
+                  progress: Callable[[int, int, str], None] | None = None, tta: bool | None = None,
                   **predict_kwargs: Any) -> dict[str, Any]:
     """Evaluate ``model`` on the CAMUS views of ``split`` under ``data``; returns ``{"model", "cases",
     "patients", "summary", ...}`` (JSON-ready once :func:`.evaluate.write_json` drops NaN)."""
@@ -210,7 +210,7 @@ def evaluate_echo(data: str | Path, model, meta: dict[str, Any], description: Mo
         "model": {k: meta.get(k) for k in ("name", "version", "provisional", "path")} | {"modality": description.modality},
         "structures": [{"key": s.key, "name": s.name, "value": s.pred} for s in structs],
         "device": device, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "tta": tta, "fuse": predict_kwargs.get("fuse"),
+        "tta": bool(tta), "fuse": predict_kwargs.get("fuse"),
         "hd95_note": "HD95 in mm on the full-resolution views only (the 224x224 files have no pixel size).",
         "ef_note": ("EF in % from the predicted labels (ED/ES: largest/smallest LV cavity); biplane Simpson per patient "
                     "with both views; errors in points against the CAMUS reference EF (full-resolution patients) and "

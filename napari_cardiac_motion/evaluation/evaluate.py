@@ -67,7 +67,7 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 
 
 def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | None = None,
-                  transform: str | None = None, tta: bool = False, **motion_kw: Any) -> dict[str, Any]:
+                  transform: str | None = None, tta: bool | None = None, **motion_kw: Any) -> dict[str, Any]:
     """All metrics for one patient folder (see module docstring).
 
     ``transform`` re-samples image and labels first with truthful spacing (see
@@ -138,13 +138,17 @@ def evaluate_pair(folder: Path, model, device: str = "auto", baseline: str | Non
 def evaluate(data: str | Path, model_path: str | None = None, baseline: str | None = None,
              patients: list[str] | None = None, device: str = "auto",
              progress: Callable[[int, int, str], None] | None = None, transform: str | None = None,
-             tta: bool = False, **motion_kw: Any) -> dict[str, Any]:
+             tta: bool | None = None, **motion_kw: Any) -> dict[str, Any]:
     """Evaluate every pair under ``data``; returns ``{"model", "cases", "summary"}``.
+
+    ``tta``: flip test-time augmentation (``None``: the model's default, on for MR).
 
     ``motion_kw`` (``motion_mode``, ``refine``) go to :func:`~napari_cardiac_motion.inference.predict_cine`."""
     import torch
 
+    from ..inference import tta_default
     from ..model import load_checkpoint
+    from ..model_description import describe
 
     folders = find_pairs(data, patients)
     model, meta = load_checkpoint(model_path, device="cpu")
@@ -169,7 +173,7 @@ def evaluate(data: str | Path, model_path: str | None = None, baseline: str | No
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "baseline": baseline,
         "transform": transform,
-        "tta": tta,
+        "tta": tta_default(tta, describe(meta)),
         "hd95_note": "HD95 in mm only where the NIfTI spacing is known; files with 1×1×1 mm headers "
                      "(the ACDC copies here, whose spacing was lost) get no HD95.",
         "ef_note": "EF = (EDV-ESV)/EDV of the LV blood pool, a ratio (voxel counts when spacing is unknown).",

@@ -62,15 +62,15 @@ from .cine_runner import (CancelCheck, CineRunner, ProgressCallback, autocast_fo
 #: at 0.5; the lowest ES LV Dice 0.791 → 0.883 (a basal ES slice the valve rule emptied); ED is unchanged.
 DEFAULT_FUSE = 0.25
 
-#: why flip test-time augmentation is refused for echo (measured with echo-joint-v1 1.2.0 on CAMUS's 69
-#: validation patients, `evaluate --model echo --tta`: ED/ES mean Dice LV / Myo / LA 0.910 / 0.809 / 0.849, without
-#: it 0.921 / 0.839 / 0.861): an apical view is not mirror-symmetric, the septum and the lateral wall swap sides
 #: flip test-time augmentation is on by default for MR models (``predict_cine(tta=None)``). Measured with
 #: cardiac-joint-v2 2.4.0 on the 20 ACDC validation ED/ES pairs (``evaluate``, ``evaluate --no-tta``): Dice mean
-#: LV / Myo / RV 0.947 / 0.879 / 0.896 without, 0.949 / 0.883 / 0.898 with; 4.7 → 6.5 s for 256×256×11×20 on the
+#: LV / Myo / RV 0.947 / 0.879 / 0.896 without, 0.949 / 0.883 / 0.898 with; 4.2 → 6.6 s for 256×256×11×20 on the
 #: 2-core CPU (``benchmarks/inference_speed.py --threads 2 [--no-tta]``).
 DEFAULT_TTA_MR = True
 
+#: why flip test-time augmentation is refused for echo (measured with echo-joint-v1 1.2.0 on CAMUS's 69
+#: validation patients, `evaluate --model echo --tta`: ED/ES mean Dice LV / Myo / LA 0.910 / 0.809 / 0.849, without
+#: it 0.921 / 0.839 / 0.861): an apical view is not mirror-symmetric, the septum and the lateral wall swap sides
 ECHO_TTA_REFUSED = ("Flip test-time augmentation is for short-axis MR only: an apical echo view is not "
                     "mirror-symmetric, and on CAMUS it lowers the myocardium's Dice (0.84 → 0.81). Run without "
                     "--tta.")

@@ -72,6 +72,7 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     assert widget.selected_layer() is image
     _run_and_wait(qtbot, widget)
     assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    assert "with its mirror image" in widget.status_label.text()  # an MR model: flip TTA by default
     assert not notifications["error"]
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
     seg, mot = viewer.layers["segmentation"], viewer.layers["motion"]

@@ -290,7 +290,8 @@ class RunWidget(QWidget):
             if shown:
                 self.last_outcome = "done"
                 r = out.result
-                self._set_status(f"Done in {r.seconds:.1f} s ({r.frames_per_second:.0f} frames/s, {r.device}). "
+                tta = ", with its mirror image" if r.metadata.get("tta") else ""
+                self._set_status(f"Done in {r.seconds:.1f} s ({r.frames_per_second:.0f} frames/s, {r.device}{tta}). "
                                  f"ED frame {r.ed_frame}, ES frame {r.es_frame} (as on the t slider).")
             else:
                 self.last_outcome = "kept"

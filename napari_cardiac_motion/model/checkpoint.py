@@ -121,12 +121,17 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: torch.device 
     return model, metadata
 
 
+def _network(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> JointMotionSegNet:
+    """The network of a checkpoint's ``config`` holding ``state_dict``."""
+    model = JointMotionSegNet(JointConfig.from_dict(config))
+    model.load_state_dict(state_dict)
+    return model
+
+
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a training checkpoint without its optimiser state (what ships in the package)."""
     payload = read_checkpoint(src)
-    model = JointMotionSegNet(JointConfig.from_dict(payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    return save_checkpoint(model, dst, payload.get("metadata", {}))
+    return save_checkpoint(_network(payload["config"], payload["state_dict"]), dst, payload.get("metadata", {}))
 
 
 def average_checkpoints(srcs: list[str | os.PathLike], dst: str | os.PathLike,
@@ -151,8 +156,6 @@ def average_checkpoints(srcs: list[str | os.PathLike], dst: str | os.PathLike,
     for k, v in first["state_dict"].items():
         state[k] = (torch.stack([p["state_dict"][k].double() for p in payloads]).mean(0).to(v.dtype)
                     if v.is_floating_point() else v.clone())
-    model = JointMotionSegNet(JointConfig.from_dict(first["config"]))
-    model.load_state_dict(state)
     meta = dict(first.get("metadata", {}) if metadata is None else metadata)
     meta["averaged_from"] = [str(s) for s in srcs]
-    return save_checkpoint(model, dst, meta)
+    return save_checkpoint(_network(first["config"], state), dst, meta)

@@ -185,6 +185,28 @@ def test_whole_loop(make_napari_viewer, qtbot, model_path, tiny_cine, notificati
     assert not saved[0].exists() and corr.models.paths() == []
 
 
+def test_teaching_redraws_the_way_the_run_was_made(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
+                                                    home):
+    """Run with the mirror image switched off: the redraw after teaching, and after undoing it, is one pass too."""
+    viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)
+    img = get_session(viewer).state.current
+    assert img.result.metadata["tta"] is True  # the MR default
+    run.tta_check.setChecked(False)
+    run.run_button.click()
+    qtbot.waitUntil(lambda: not run.is_running, timeout=TIMEOUT_MS)
+    assert img.result.metadata["tta"] is False
+    _paint(viewer.layers["segmentation"], 0, 0, 2)
+    qtbot.waitUntil(lambda: corr.corrected == [(0, 0)], timeout=5000)
+    corr.steps_spin.setValue(1)
+    corr.finetune_button.click()
+    _idle(qtbot, corr)
+    assert corr.finetune.last_outcome == "done", (corr.finetune.status_label.text(), notifications)
+    assert img.result.metadata["tta"] is False
+    corr.finetune.revert_model_button.click()
+    _idle(qtbot, corr)
+    assert corr.finetune.last_outcome == "done" and img.result.metadata["tta"] is False
+
+
 def test_cancel_keeps_model_and_save_load(make_napari_viewer, qtbot, model_path, tiny_cine, notifications, home,
                                           tmp_path, answers):
     viewer, run, corr = _setup(make_napari_viewer, qtbot, model_path, tiny_cine)

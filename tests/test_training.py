@@ -236,6 +236,18 @@ def test_train_command_line_end_to_end(tmp_path):
     assert meta2["steps"] == 4 and len(meta2["history"]) == 2
     assert meta["train_config"]["validate"] is True and meta2["train_config"]["validate"] is False
     assert meta["train_config"]["sb_batch"] == 2 and meta2["train_config"]["sb_batch"] == 3
+    # a finer model grid from the same weights: the checkpoint works at the new pixel size
+    fine = args[:4] + [str(tmp_path / "fine.pt")] + args[5:] + ["--init", str(out), "--pixel-mm", "1.25"]
+    assert main(fine) == 0
+    assert torch.load(tmp_path / "fine.pt", weights_only=True)["config"]["pixel_mm"] == 1.25
+
+
+def test_train_refuses_a_pixel_size_out_of_range(tmp_path, capsys):
+    from napari_cardiac_motion.cli import main
+
+    code = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--pixel-mm", "0"])
+    assert code != 0 and "--pixel-mm" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_flips_off_for_echo_apical_views(monkeypatch):

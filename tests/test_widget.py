@@ -100,6 +100,20 @@ def test_run_on_sample_makes_two_layers(make_napari_viewer, qtbot, model_path, t
     assert state.cine is not None and state.cine.shape == image.data.shape
 
 
+def test_one_pass_when_the_mirror_image_is_switched_off(make_napari_viewer, qtbot, model_path, tiny_cine,
+                                                       notifications):
+    """Unticking "also read its mirror image" runs one pass (faster); the result records it."""
+    viewer, widget = _make(make_napari_viewer, model_path)
+    viewer.add_image(tiny_cine.data, name="cine", scale=(1, 8.0, 1.5, 1.5))
+    assert widget.tta_check.isEnabled() and widget.tta() is None  # the model's default: on for MR
+    widget.tta_check.setChecked(False)
+    assert widget.tta() is False
+    _run_and_wait(qtbot, widget)
+    assert widget.last_outcome == "done", (widget.status_label.text(), notifications)
+    assert "mirror" not in widget.status_label.text()
+    assert get_state(viewer).current.result.metadata["tta"] is False
+
+
 def test_labels_layer_names_come_from_the_model(make_napari_viewer, qtbot, model_path, tiny_cine, notifications,
                                               tmp_path):
     """A model saved with its own classes names and colours the Labels layer; another model renames it."""

@@ -8,6 +8,7 @@ import shlex
 import sys
 
 from ..devices import DEVICE_CHOICES
+from ..errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "as the others (default 1; basal slices are the largest single error at ES)")
     p.add_argument("--flips", default="auto", choices=("auto", "on", "off"),
                    help="random flips in augmentation (auto: on for MR, off for echo, whose apex is always on top)")
+    p.add_argument("--pixel-mm", type=float, default=None,
+                   help="in-plane pixel size (mm) the model is trained at and will work at (default: MR 1.5, echo "
+                        "the echo grid; with --init the start's weights are kept, the grid is this one)")
     p.set_defaults(func=run)
 
 
@@ -94,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
                       ("basal_weight", "basal_weight")):
         if getattr(args, name) is not None:
             setattr(cfg, key, getattr(args, name))
+    if args.pixel_mm is not None:
+        if not 0.25 <= args.pixel_mm <= 5.0:
+            raise InputError(f"--pixel-mm {args.pixel_mm} is outside 0.25–5 mm; cardiac MR is read at about 1–2 mm.")
+        cfg.model = {**cfg.model, "pixel_mm": float(args.pixel_mm)}
     _, meta = train(cfg)
     print(json.dumps({"out": args.out, "steps": meta["steps"], "train_seconds": meta["train_seconds"],
                       "val": meta.get("val", {}), "stop_reason": meta.get("stop_reason")}))

@@ -114,7 +114,8 @@ def _arrows(result, arrow_mode: str):
 
 
 def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str, ed_frame: int | None,
-             arrow_mode: str, progress: Progress | None, cancel: Cancel, history=None) -> PredictionOutput:
+             arrow_mode: str, progress: Progress | None, cancel: Cancel, history=None,
+             tta: bool | None = None) -> PredictionOutput:
     from .. import inference
 
     if cancel():
@@ -122,7 +123,7 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
     from ..model_description import describe
 
     result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel,
-                                    description=describe(meta))  # an echo model (modality US) takes the echo path
+                                    description=describe(meta), tta=tta)  # an echo model (modality US) takes the echo path
     vectors, mags = _arrows(result, arrow_mode)
     shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
     return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)
@@ -155,20 +156,21 @@ def warm_imports() -> None:
 
 
 def predict_job(snap: LayerSnapshot, model_path: str | None, device: str, ed_frame: int | None,
-                arrow_mode: str, *, progress: Progress, cancel: Cancel) -> PredictionOutput:
-    """Image → cine → private model → prediction → arrows."""
+                arrow_mode: str, *, progress: Progress, cancel: Cancel, tta: bool | None = None) -> PredictionOutput:
+    """Image → cine → private model → prediction → arrows. ``tta``: None = the model's default (the mirror-image
+    pass for MR), False = one pass."""
     warm_imports()
     cine = snapshot_to_cine(snap)
     if cancel():
         raise CancelledError("Cancelled by the user; no results were produced.")
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel, tta=tta)
 
 
 def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, device: str, ed_frame: int | None,
                  steps: int, lr: float, guard: str | None, arrow_mode: str, *, progress: Progress,
-                 cancel: Cancel, folder: str | None = None) -> PredictionOutput:
+                 cancel: Cancel, folder: str | None = None, tta: bool | None = None) -> PredictionOutput:
     """Fine-tune a private copy of the model on the corrections, save it in the model folder, re-predict.
 
     The one call site of the core fine-tuning function in the GUI.
@@ -188,15 +190,15 @@ def finetune_job(cine: Cine, corrections: np.ndarray, model_path: str | None, de
     metadata = finetuned_metadata(meta, cine.name, history)
     path = save_finetuned(new_model, metadata, folder=folder, description=description)
     meta = dict(metadata, **description.to_metadata(), name=path.stem, path=str(path))
-    return _predict(cine, new_model, meta, str(path), device, ed_frame, arrow_mode, None, cancel, history)
+    return _predict(cine, new_model, meta, str(path), device, ed_frame, arrow_mode, None, cancel, history, tta=tta)
 
 
 def repredict_job(cine: Cine, model_path: str | None, device: str, ed_frame: int | None, arrow_mode: str, *,
-                  progress: Progress, cancel: Cancel) -> PredictionOutput:
+                  progress: Progress, cancel: Cancel, tta: bool | None = None) -> PredictionOutput:
     """Predict ``cine`` again with another model (e.g. undoing a fine-tuning)."""
     model, meta = private_model(model_path)
     return _predict(cine, model, meta, model_path, device, ed_frame, arrow_mode,
-                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel)
+                    lambda d, t, msg: progress(d, t, JobProgress.of(d, t, msg)), cancel, tta=tta)
 
 
 def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_frame: int, *,

@@ -36,6 +36,13 @@ GUARD_CHOICES = (("mean teacher (recommended)", "teacher"), ("stay close to the 
                  ("none", None))
 
 
+def _same_tta(img) -> bool | None:
+    """Redraw the way the shown result was made: one pass when it was (the Run panel's choice), else the
+    model's default."""
+    result = getattr(img, "result", None)
+    return False if result is not None and result.metadata.get("tta") is False else None
+
+
 class Collapsible(QWidget):
     """A titled section that opens and closes (closed by default)."""
 
@@ -200,7 +207,7 @@ class FinetunePanel(QWidget):
             key, JOB, finetune_job, img.cine, corrections, str(img.model_path) if img.model_path else None,
             device, img.ed_frame, self.steps_spin.value(), self.lr_spin.value(), self.guard_combo.currentData(),
             img.arrow_mode, name=img.name, on_result=land, on_error=self._on_error,
-            progress_label=f"Cardiac motion: teaching on {img.name}")
+            progress_label=f"Cardiac motion: teaching on {img.name}", tta=_same_tta(img))
         if started:
             self._key = key
             self.progress_bar.setRange(0, self.steps_spin.value())
@@ -231,7 +238,7 @@ class FinetunePanel(QWidget):
 
         started = self.session.runner.start(
             key, UNDO_JOB, repredict_job, img.cine, str(prev_path) if prev_path else None, device,
-            img.ed_frame, img.arrow_mode, name=img.name, on_result=land, on_error=self._on_error)
+            img.ed_frame, img.arrow_mode, name=img.name, on_result=land, on_error=self._on_error, tta=_same_tta(img))
         if started:
             self._key = key
             self.progress_bar.setRange(0, 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -98,6 +99,11 @@ class RunWidget(QWidget):
             self.arrow_combo.addItem(text, key)
         self.arrow_combo.setToolTip("from ED: arrow from where the tissue was at ED to where it is now.\n"
                                     "frame to frame: from where it was in the previous frame.")
+        self.tta_check = QCheckBox("also read its mirror image")
+        self.tta_check.setChecked(True)
+        self.tta_check.setToolTip("MR: segment each slice and its left-right mirror image and average the two "
+                                  "(slightly better labels, about 1.5× the time). Off: one pass. Echo models "
+                                  "always use one pass.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -113,6 +119,7 @@ class RunWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("ED frame", self.ed_spin)
         form.addRow("arrows", self.arrow_combo)
+        form.addRow("accuracy", self.tta_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -226,6 +233,7 @@ class RunWidget(QWidget):
         self.model_combo.setCurrentIndex(max(idx, 0))
         self._last_model_index = self.model_combo.currentIndex()
         self.model_combo.blockSignals(False)
+        self.tta_check.setEnabled(self.model_path() != "echo")  # the echo model always reads one pass
 
     def refresh_models(self) -> None:
         """Re-scan the model folder, keeping the current choice when it still exists."""
@@ -250,6 +258,7 @@ class RunWidget(QWidget):
         if self.model_combo.itemData(index) is not None:
             self._last_model_index = index
             self._model_chosen = True
+            self.tta_check.setEnabled(self.model_path() != "echo")
             return
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", str(Path.home()),
                                               "Checkpoints (*.pt);;All files (*)")
@@ -257,6 +266,10 @@ class RunWidget(QWidget):
             self.set_model_path(path)
         else:
             self.model_combo.setCurrentIndex(self._last_model_index)
+
+    def tta(self) -> bool | None:
+        """The mirror-image pass: None = the model's default (on for MR, off for echo), False = one pass."""
+        return None if self.tta_check.isChecked() else False
 
     def arrow_mode(self) -> str:
         return self.arrow_combo.currentData()
@@ -283,6 +296,7 @@ class RunWidget(QWidget):
         snap = layer_snapshot(layer)
         ed = self.ed_spin.value()
         model_path = self.model_path()
+        tta = self.tta()
         arrow_mode = self.arrow_mode()
 
         def land(out):
@@ -300,7 +314,7 @@ class RunWidget(QWidget):
         started = self.session.runner.start(
             key, JOB, predict_job, snap, model_path, self.device_combo.currentText(), None if ed < 0 else ed,
             arrow_mode, name=layer.name, on_result=land, on_error=self._on_error,
-            prepare=self.session.prepare_steps(key, snap))
+            prepare=self.session.prepare_steps(key, snap), tta=tta)
         if not started:
             return
         self._run_key = key

@@ -353,3 +353,30 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
     assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
     assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
+
+
+_CLOSE_AT_ONCE = """
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_cardiac_motion.widgets import run_widget as rw
+viewer = napari.Viewer(show=False)
+viewer.window.add_dock_widget(rw.RunWidget(viewer), name="Joint motion and segmentation")
+QApplication.processEvents()
+viewer.close()
+print("closed")
+"""
+
+
+def test_closing_napari_while_the_run_panel_warms_up_exits_cleanly(tmp_path):
+    """The panel's warm-up imports (seconds) may still run when the user quits: napari exits normally, with
+    no traceback and no abort (a Qt worker there once aborted on its deleted signals)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "close_at_once.py"
+    script.write_text(_CLOSE_AT_ONCE)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0 and "closed" in out.stdout, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -151,7 +151,7 @@ def warm_imports() -> None:
     for name in (*_LAZY_GUI_IMPORTS, *_LAZY_JOB_IMPORTS):
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # noqa: BLE001 (best effort: e.g. an import cut short while Python shuts down)
             pass
 
 

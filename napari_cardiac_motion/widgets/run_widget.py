@@ -154,15 +154,22 @@ class RunWidget(QWidget):
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Import, in a worker now, the modules napari loads when the first result's layers are made: an
-        import holds the GIL for long stretches, so it should not run during a Run (nor land with it)."""
-        from napari.qt.threading import create_worker
+        """Import, in a background thread now, the modules napari loads when the first result's layers are
+        made: an import holds the GIL for long stretches, so it should not run during a Run (nor land with
+        it). A plain daemon thread, not a Qt worker: closing napari while it imports must not abort on the
+        worker's deleted signals."""
+        import threading
 
         #: the warm-up imports are done
         self.warmed_up = False
-        self._warm_worker = create_worker(warm_imports, _start_thread=False)
-        self._warm_worker.finished.connect(lambda: setattr(self, "warmed_up", True))
-        self._warm_worker.start()
+
+        def work() -> None:
+            try:
+                warm_imports()
+            finally:
+                self.warmed_up = True
+
+        threading.Thread(target=work, name="cardiac-motion warm-up", daemon=True).start()
 
     # ------------------------------------------------------------------ choices
 

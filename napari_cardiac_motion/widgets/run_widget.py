@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -31,40 +30,12 @@ from ..state import StateEvent
 from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
+from ._run_choices import echo_model_available, image_layers, is_echo_layer, mirror_checkbox, user_model_dir
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
 ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
 BROWSE_LABEL = "Browse…"
 JOB = "run"
-
-
-def user_model_dir() -> Path:
-    """Per-user folder scanned for extra ``*.pt`` checkpoints (fine-tuned models; see :mod:`..model_store`)."""
-    from ..model_store import models_dir
-
-    return models_dir(create=False)
-
-
-def echo_model_available() -> bool:
-    """Whether the shipped echo model is installed (the Run panel offers it beside the MR model)."""
-    from ..model_store import shipped_model_path
-
-    return shipped_model_path("echo").exists()
-
-
-def is_echo_layer(layer) -> bool:
-    """Whether an image layer is an echo clip: the readers mark one with ``metadata["modality"] = "US"``."""
-    from ..model_description import is_ultrasound
-
-    return layer is not None and is_ultrasound((getattr(layer, "metadata", None) or {}).get("modality"))
-
-
-def image_layers(viewer) -> list:
-    """Image layers the model can run on: 4D ``(T, Z, Y, X)`` or 3D ``(Z, Y, X)`` (one frame), not RGB."""
-    from napari.layers import Image
-
-    return [ly for ly in viewer.layers
-            if isinstance(ly, Image) and ly.ndim in (3, 4) and not ly.rgb and not ly.multiscale]
 
 
 class RunWidget(QWidget):
@@ -99,11 +70,7 @@ class RunWidget(QWidget):
             self.arrow_combo.addItem(text, key)
         self.arrow_combo.setToolTip("from ED: arrow from where the tissue was at ED to where it is now.\n"
                                     "frame to frame: from where it was in the previous frame.")
-        self.tta_check = QCheckBox("also read its mirror image")
-        self.tta_check.setChecked(True)
-        self.tta_check.setToolTip("MR: segment each slice and its left-right mirror image and average the two "
-                                  "(slightly better labels, about 1.5× the time). Off: one pass. Echo models "
-                                  "always use one pass.")
+        self.tta_check = mirror_checkbox()
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)

@@ -1,0 +1,46 @@
+"""What the Run panel offers (no layers changed here): the eligible image layers, the models, the
+mirror-image switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QCheckBox
+
+
+def user_model_dir() -> Path:
+    """Per-user folder scanned for extra ``*.pt`` checkpoints (fine-tuned models; see :mod:`..model_store`)."""
+    from ..model_store import models_dir
+
+    return models_dir(create=False)
+
+
+def echo_model_available() -> bool:
+    """Whether the shipped echo model is installed (the Run panel offers it beside the MR model)."""
+    from ..model_store import shipped_model_path
+
+    return shipped_model_path("echo").exists()
+
+
+def is_echo_layer(layer) -> bool:
+    """Whether an image layer is an echo clip: the readers mark one with ``metadata["modality"] = "US"``."""
+    from ..model_description import is_ultrasound
+
+    return layer is not None and is_ultrasound((getattr(layer, "metadata", None) or {}).get("modality"))
+
+
+def image_layers(viewer) -> list:
+    """Image layers the model can run on: 4D ``(T, Z, Y, X)`` or 3D ``(Z, Y, X)`` (one frame), not RGB."""
+    from napari.layers import Image
+
+    return [ly for ly in viewer.layers
+            if isinstance(ly, Image) and ly.ndim in (3, 4) and not ly.rgb and not ly.multiscale]
+
+
+def mirror_checkbox() -> QCheckBox:
+    """The "also read its mirror image" switch (flip test-time augmentation), ticked: the model's default."""
+    box = QCheckBox("also read its mirror image")
+    box.setChecked(True)
+    box.setToolTip("MR: segment each slice and its left-right mirror image and average the two (slightly better "
+                   "labels, about 1.4× the time). Off: one pass. Echo models always use one pass.")
+    return box

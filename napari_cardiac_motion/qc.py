@@ -116,19 +116,31 @@ class QCResult:
                  if self.flagged[t, z] or not flagged_only]
         return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
 
+    def reasons(self) -> dict[tuple[int, int], str]:
+        """Why each flagged (frame, slice) was flagged, in words (:func:`.qc_reasons.reasons`)."""
+        if getattr(self, "_reasons", None) is None:
+            from .qc_reasons import reasons
+
+            pairs = [(t, z) for t, z, _ in self.worst()]
+            feats = np.array([self.features[t, z] for t, z in pairs]) if pairs else None
+            self._reasons = dict(zip(pairs, reasons(MODEL, feats, FEATURES))) if pairs else {}
+        return self._reasons
+
     def summary(self) -> dict[str, Any]:
-        """Short summary for ``result.json``: flagged count, worst score and where it is."""
+        """Short summary for ``result.json``: flagged count, worst score, where it is and why (when flagged)."""
         if self.scores.size == 0:
-            return {"flagged": 0, "slices": 0, "worst_score": None, "worst": None}
+            return {"flagged": 0, "slices": 0, "worst_score": None, "worst": None, "worst_reason": ""}
         t, z = np.unravel_index(int(np.argmax(self.scores)), self.scores.shape)
         return {"flagged": int(self.flagged.sum()), "slices": int(self.scores.size),
                 "worst_score": round(float(self.scores[t, z]), 4), "worst": {"frame": int(t), "slice": int(z)},
-                "threshold": self.threshold}
+                "worst_reason": self.reasons().get((int(t), int(z)), ""), "threshold": self.threshold}
 
     def to_json(self) -> dict[str, Any]:
         """``qc.json``: every (frame, slice) with its score and flag, worst first; the threshold and the
         largest fraction of a cine flagged."""
-        return {"slices": [{"frame": t, "slice": z, "score": round(s, 4), "flagged": bool(self.flagged[t, z])}
+        why = self.reasons()
+        return {"slices": [{"frame": t, "slice": z, "score": round(s, 4), "flagged": bool(self.flagged[t, z]),
+                            **({"reason": why[(t, z)]} if (t, z) in why else {})}
                            for t, z, s in self.worst(flagged_only=False)],
                 "threshold": self.threshold, "max_flagged_fraction": MAX_FLAGGED_FRACTION,
                 "flagged": int(self.flagged.sum()),

@@ -126,13 +126,14 @@ def test_running_scheduler(tmp_path, tiny_model):
     assert json.loads((out / "case0" / "result.json").read_text())["tta"] is True  # --tta reached predict
     # per-case quality control columns, right after the case, worst case first
     rows = list(csv.DictReader((out / "measurements.csv").open()))
-    assert list(rows[0])[:3] == ["case", "qc_flagged", "qc_worst_score"]
+    assert list(rows[0])[:4] == ["case", "qc_flagged", "qc_worst_score", "qc_worst_reason"]
     worst = [float(r["qc_worst_score"]) for r in rows]
     assert worst == sorted(worst, reverse=True)
     for r in rows:
         qc = json.loads((out / r["case"] / "qc.json").read_text())
         assert int(r["qc_flagged"]) == qc["flagged"]
         assert float(r["qc_worst_score"]) == pytest.approx(qc["slices"][0]["score"], abs=1e-3)
+        assert r["qc_worst_reason"] == qc["slices"][0].get("reason", "")
     assert main(["batch", str(tmp_path / "nothing-here"), "--out", str(out), "--scheduler", "tcp://127.0.0.1:9"]) == 1
 
 

@@ -84,7 +84,7 @@ def test_qc_json_schema_and_summary():
     assert len(doc["slices"]) == T * Z
     assert {(e["frame"], e["slice"]) for e in doc["slices"]} == {(t, z) for t in range(T) for z in range(Z)}
     for e in doc["slices"]:
-        assert set(e) == {"frame", "slice", "score", "flagged"}
+        assert set(e) == {"frame", "slice", "score", "flagged"} | ({"reason"} if e["flagged"] else set())
         assert isinstance(e["flagged"], bool)
         assert e["score"] >= doc["threshold"] - 1e-4 or not e["flagged"]
     scores = [e["score"] for e in doc["slices"]]
@@ -96,7 +96,27 @@ def test_qc_json_schema_and_summary():
     summ = res.summary()
     assert summ["flagged"] == doc["flagged"] == sum(e["flagged"] for e in doc["slices"])
     assert summ["worst"] == {"frame": BAD[0], "slice": BAD[1]}
+    assert summ["worst_reason"] == doc["slices"][0]["reason"] != ""
     assert summ["worst_score"] == pytest.approx(max(scores), abs=1e-3)
+
+
+def test_flagged_slices_say_why():
+    """The wrong slice's reasons name what is wrong with it; a feature set back to 0 never raises the score
+    (monotone trees), and a slice with every feature clean gets no reason."""
+    from napari_cardiac_motion.qc_reasons import REASON_TEXT, contributions, reasons
+
+    labels, motion, evidence = _case()
+    res = qc.assess(labels, motion, evidence, ed_frame=0, pixel_mm=1.5)
+    why = res.reasons()
+    assert set(why) == {(t, z) for t, z, _ in res.worst()}
+    assert why[BAD] and all(part in REASON_TEXT.values() for part in why[BAD].split("; "))
+    doc = res.to_json()
+    assert doc["slices"][0]["reason"] == why[BAD]
+    c = contributions(qc.MODEL, res.features.reshape(-1, len(qc.FEATURES)))
+    assert (c >= -1e-9).all()
+    top = qc.FEATURES[int(np.argmax(c[np.ravel_multi_index(BAD, (T, Z))]))]
+    assert REASON_TEXT[top] == why[BAD].split("; ")[0]
+    assert reasons(qc.MODEL, np.zeros((1, len(qc.FEATURES))), qc.FEATURES) == [""]
 
 
 def test_flag_threshold_and_cap():

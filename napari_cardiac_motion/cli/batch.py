@@ -6,9 +6,10 @@ result.json, measurements.json). When they are all written, ``DIR/<case>/done.js
 cohort row) is written atomically, last: a case is finished exactly when that file exists, so a killed
 batch resumes where it stopped. A failing case is recorded (``DIR/failures.csv``: case, one-line
 reason) and never stops the others. ``DIR/measurements.csv`` holds one row per finished case, worst
-quality control first: ``qc_flagged`` (the case's flagged (frame, slice) pairs, see ``qc.json``) and
-``qc_worst_score`` (its highest score) come right after the case, and the rows are sorted by
-``qc_worst_score``, highest first, so that the cases to review surface first.
+quality control first: ``qc_flagged`` (the case's flagged (frame, slice) pairs, see ``qc.json``),
+``qc_worst_score`` (its highest score) and ``qc_worst_reason`` (why, when that slice is flagged) come right
+after the case, and the rows are sorted by ``qc_worst_score``, highest first, so that the cases to review
+surface first.
 
 The cluster is a :class:`distributed.LocalCluster` of ``--workers`` processes (one thread each) unless
 ``--scheduler ADDRESS`` names a running Dask scheduler, whose workers need this package installed and
@@ -31,7 +32,7 @@ from ..errors import CardiacMotionError, InputError
 
 DONE_FILE = "done.json"
 #: the cohort table's first columns; rows are sorted by ``qc_worst_score`` (highest first)
-COHORT_FIRST = ("case", "qc_flagged", "qc_worst_score", "input")
+COHORT_FIRST = ("case", "qc_flagged", "qc_worst_score", "qc_worst_reason", "input")
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def process_case(case: CaseSpec, out_dir: str, model: str | None, device: str,
 
         row: dict[str, Any] = {"case": case.name, "input": case.path}
         qc = json.loads((case_dir / "result.json").read_text()).get("qc") or {}
-        row.update({"qc_flagged": qc.get("flagged"), "qc_worst_score": qc.get("worst_score")})
+        row.update({"qc_flagged": qc.get("flagged"), "qc_worst_score": qc.get("worst_score"),
+                    "qc_worst_reason": qc.get("worst_reason", "")})
         row.update({k: meas.get(k) for k in SCALAR_MEASURES})
         model_meta = meas.get("model") or {}
         row.update({"model_name": model_meta.get("name"), "model_version": model_meta.get("version")})

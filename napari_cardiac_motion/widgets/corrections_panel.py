@@ -167,10 +167,13 @@ class CorrectionsPanel(QWidget):
                                   else "Slices to check: no quality control for this prediction.")
             return
         worst = qc.worst()
+        why = qc.reasons()
         corrected = set(img.corrected)
         for t, z, score in worst:
             done = " (corrected)" if (t, z) in corrected else ""
-            item = QListWidgetItem(f"frame {t}, slice {z} — score {score:.2f}{done}")
+            reason = f": {why[(t, z)]}" if why.get((t, z)) else ""
+            item = QListWidgetItem(f"frame {t}, slice {z} — score {score:.2f}{done}{reason}")
+            item.setToolTip(f"Frame {t}, slice {z}: score {score:.2f}{reason or ''}. Click to go there.")
             item.setData(Qt.ItemDataRole.UserRole, (t, z))
             self.qc_list.addItem(item)
             if (t, z) == selected:

@@ -123,7 +123,8 @@ class QCResult:
 
             pairs = [(t, z) for t, z, _ in self.worst()]
             feats = np.array([self.features[t, z] for t, z in pairs]) if pairs else None
-            self._reasons = dict(zip(pairs, reasons(MODEL, feats, FEATURES))) if pairs else {}
+            ev = None if self.evidence is None or not pairs else np.array([self.evidence[t, z] for t, z in pairs])
+            self._reasons = dict(zip(pairs, reasons(MODEL, feats, FEATURES, evidence=ev))) if pairs else {}
         return self._reasons
 
     def summary(self) -> dict[str, Any]:

@@ -36,6 +36,32 @@ REASON_TEXT: dict[str, str] = {
     "volume_gap": "labels and probabilities differ in size",
     "rv_no_lv": "right ventricle without a left ventricle",
 }
+#: the same phrases naming the structure, where the soft-max evidence tells which one it is
+STRUCTURE_TEXT: dict[str, str] = {
+    "soft_gap": "the model is unsure of the {}'s extent",
+    "tiny": "a very small {}",
+    "lost_mass": "the {} is half-seen but not labelled",
+    "volume_gap": "the {}'s labels and probabilities differ in size",
+}
+#: the MR model's structures (classes 1, 2, 3), as the reasons name them
+STRUCTURES = ("LV blood pool", "myocardium", "RV")
+
+
+def _structure(feature: str, ev: np.ndarray, per_class: int = 3) -> int | None:
+    """The class (0-based foreground index) a per-class feature's maximum comes from, from one row of soft-max
+    evidence (per class Σ p, area of the arg-max, agreement; mm²), or None."""
+    n = min(len(STRUCTURES), (len(ev) - 3) // per_class)
+    soft, area, agree = (np.array([ev[per_class * k + j] for k in range(n)], dtype=np.float64) for j in range(3))
+    present = (area > 0) | (soft >= 10.0)
+    if feature == "soft_gap" and present.any():
+        return int(np.argmax(np.where(present, 1.0 - 2.0 * agree / np.maximum(soft + area, 1e-6), -1.0)))
+    if feature == "volume_gap" and present.any():
+        return int(np.argmax(np.abs(soft - area) / (soft + area + 10.0)))
+    if feature == "tiny" and (area > 0).any():
+        return int(np.argmin(np.where(area > 0, area, np.inf)))
+    if feature == "lost_mass" and ((area == 0) & (soft > 0)).any():
+        return int(np.argmax(np.where(area == 0, soft, -1.0)))
+    return None
 
 
 def contributions(model: dict[str, Any], feats: np.ndarray) -> np.ndarray:
@@ -51,15 +77,22 @@ def contributions(model: dict[str, Any], feats: np.ndarray) -> np.ndarray:
     return base[:, None] - qc_boost.predict(model, off.reshape(n * d, d)).reshape(n, d)
 
 
+def _phrase(feature: str, ev: np.ndarray | None) -> str:
+    k = _structure(feature, ev) if ev is not None and feature in STRUCTURE_TEXT else None
+    return STRUCTURE_TEXT[feature].format(STRUCTURES[k]) if k is not None else REASON_TEXT.get(feature, feature)
+
+
 def reasons(model: dict[str, Any], feats: np.ndarray, names: tuple[str, ...] | list[str], top: int = 2,
-            min_share: float = 0.25) -> list[str]:
+            min_share: float = 0.25, evidence: np.ndarray | None = None) -> list[str]:
     """One phrase per row of ``feats`` ``(n, d)``: the ``top`` features with the largest shares of the score,
-    those of at least ``min_share`` of the largest, joined by "; " ("" where no feature raises the score)."""
+    those of at least ``min_share`` of the largest, joined by "; " ("" where no feature raises the score).
+    With the rows' soft-max ``evidence`` ``(n, n_evidence)`` the per-structure checks name the structure."""
     c = contributions(model, feats)
     out = []
-    for row in c:
+    for i, row in enumerate(c):
         order = np.argsort(-row, kind="stable")[:top]
         best = row[order[0]] if len(order) else 0.0
         picked = [names[j] for j in order if row[j] > 0 and row[j] >= min_share * best]
-        out.append("; ".join(REASON_TEXT.get(k, k) for k in picked))
+        ev = None if evidence is None else np.asarray(evidence[i], dtype=np.float64)
+        out.append("; ".join(_phrase(k, ev) for k in picked))
     return out

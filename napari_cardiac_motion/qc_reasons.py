@@ -17,7 +17,7 @@ from . import qc_boost
 
 #: a short phrase per feature (see :data:`.qc.FEATURES` for how each is computed)
 REASON_TEXT: dict[str, str] = {
-    "soft_gap": "the model is unsure of a structure's extent",
+    "soft_gap": "unsure of a structure's outline",
     "impurity": "uncertain boundaries",
     "unsure": "a large uncertain area",
     "carried_gap": "differs from the ED labels carried by the motion",
@@ -32,16 +32,16 @@ REASON_TEXT: dict[str, str] = {
     "base_systole": "basal slice in systole",
     "small": "small apical section",
     "tiny": "a very small structure",
-    "lost_mass": "a structure the model half-sees is not labelled",
-    "volume_gap": "labels and probabilities differ in size",
+    "lost_mass": "a half-seen structure left unlabelled",
+    "volume_gap": "a structure's size is uncertain",
     "rv_no_lv": "right ventricle without a left ventricle",
 }
 #: the same phrases naming the structure, where the soft-max evidence tells which one it is
 STRUCTURE_TEXT: dict[str, str] = {
-    "soft_gap": "the model is unsure of the {}'s extent",
+    "soft_gap": "unsure of the {}'s outline",
     "tiny": "a very small {}",
-    "lost_mass": "the {} is half-seen but not labelled",
-    "volume_gap": "the {}'s labels and probabilities differ in size",
+    "lost_mass": "a half-seen {} left unlabelled",
+    "volume_gap": "the {}'s size is uncertain",
 }
 #: the MR model's structures (classes 1, 2, 3), as the reasons name them
 STRUCTURES = ("LV blood pool", "myocardium", "RV")

@@ -171,9 +171,11 @@ class CorrectionsPanel(QWidget):
         corrected = set(img.corrected)
         for t, z, score in worst:
             done = " (corrected)" if (t, z) in corrected else ""
-            reason = f": {why[(t, z)]}" if why.get((t, z)) else ""
-            item = QListWidgetItem(f"frame {t}, slice {z} — score {score:.2f}{done}{reason}")
-            item.setToolTip(f"Frame {t}, slice {z}: score {score:.2f}{reason or ''}. Click to go there.")
+            reasons = why.get((t, z), "")
+            first = f": {reasons.split('; ')[0]}" if reasons else ""  # the main one; all in the tooltip
+            item = QListWidgetItem(f"frame {t}, slice {z} — score {score:.2f}{done}{first}")
+            item.setToolTip(f"Frame {t}, slice {z}, score {score:.2f}" + (f": {reasons}" if reasons else "")
+                            + ". Click to go there.")
             item.setData(Qt.ItemDataRole.UserRole, (t, z))
             self.qc_list.addItem(item)
             if (t, z) == selected:

@@ -76,13 +76,39 @@ def model_outputs(folder: Path, model, device: str, cache: Path) -> dict:
 def bad_slices(labels: np.ndarray, gt: np.ndarray, n_cls: int = 3) -> np.ndarray:
     """``(T, Z)`` bool: a structure present in either has per-slice Dice < BAD_DICE."""
     bad = np.zeros(labels.shape[:2], bool)
+    for t, z in failing_structures(labels, gt, n_cls):
+        bad[t, z] = True
+    return bad
+
+
+def failing_structures(labels: np.ndarray, gt: np.ndarray, n_cls: int = 3) -> dict[tuple[int, int], set[int]]:
+    """``{(t, z): classes}`` of the bad slices: the classes (1..n_cls) with per-slice Dice < BAD_DICE."""
+    out: dict[tuple[int, int], set[int]] = {}
     for t, z in np.ndindex(*labels.shape[:2]):
         for c in range(1, n_cls + 1):
             a, b = labels[t, z] == c, gt[t, z] == c
             s = int(a.sum()) + int(b.sum())
             if s and 2.0 * np.logical_and(a, b).sum() / s < BAD_DICE:
-                bad[t, z] = True
-    return bad
+                out.setdefault((t, z), set()).add(c)
+    return out
+
+
+def reason_check(rows: dict, names) -> tuple[int, int]:
+    """(caught bad slices, of which the reason names a failing structure) on ``names``."""
+    from napari_cardiac_motion.qc_reasons import STRUCTURES, reasons
+
+    caught = named = 0
+    for n in names:
+        r = rows[n]
+        flag = qc.flag(qc.score_features(r["feats"]))
+        pairs = [p for p in r["failing"] if flag[p]]
+        if not pairs:
+            continue
+        texts = reasons(qc.MODEL, np.array([r["feats"][p] for p in pairs]), qc.FEATURES,
+                        evidence=np.array([r["evidence"][p] for p in pairs]))
+        caught += len(pairs)
+        named += sum(any(STRUCTURES[c - 1] in text for c in r["failing"][p]) for p, text in zip(pairs, texts))
+    return caught, named
 
 
 def rates(flag: np.ndarray, bad: np.ndarray) -> tuple[float, float, int, int]:
@@ -192,7 +218,8 @@ def main(argv=None) -> int:
         lab, gt = o["labels"], o["gt"]
         pixel = float(np.mean(o["spacing"][1:]))
         feats = qc.features(lab, o["motion"].astype(np.float32), o["evidence"], 0, pixel_mm=pixel)
-        rows[name] = {"feats": feats, "bad": bad_slices(lab, gt), "group": info.get("group")}
+        rows[name] = {"feats": feats, "bad": bad_slices(lab, gt), "group": info.get("group"),
+                      "failing": failing_structures(lab, gt), "evidence": o["evidence"]}
         print(f"patient{name} ({info.get('group')}): {int(rows[name]['bad'].sum())}/{rows[name]['bad'].size} bad",
               file=sys.stderr)
     if args.fit:
@@ -236,6 +263,11 @@ def summarise(rows: dict) -> dict:
         pts = {q: rates(sc >= np.quantile(sc, 1.0 - q), bad)[0] for q in (0.10, 0.15, 0.20, 0.30)}
         out[f"{set_name} operating points"] = pts
         print(f"{set_name}: bad caught when flagging " + ", ".join(f"{q:.0%}: {c:.0%}" for q, c in pts.items()))
+    held = [n for n in HELD_OUT if n in rows]
+    caught, named = reason_check(rows, held)
+    out["held-out reasons"] = {"caught_bad": caught, "naming_a_failing_structure": named}
+    print(f"held-out (20): the reason of {named} of the {caught} caught bad slices names a structure below "
+          f"{BAD_DICE} Dice there")
     for g in GROUPS:
         names = [n for n in rows if rows[n]["group"] == g]
         if not names:

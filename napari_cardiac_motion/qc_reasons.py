@@ -3,8 +3,8 @@
 Every QC feature (:data:`.qc.FEATURES`) is built so that 0 is its clean value and more is more suspicious,
 and the fitted trees are monotone in every feature. A feature's share of a slice's score is therefore the
 drop of the score when that feature alone is set back to 0 (≥ 0, in logits). :func:`reasons` names the
-largest shares in words an annotator can act on ("the RV vanishes from the neighbouring slice"), for the
-Corrections panel's list of slices to check and for ``qc.json``.
+largest shares in words an annotator can act on ("unsure of the RV's outline; a very small RV"), for the
+Corrections panel's list of slices to check, ``qc.json`` and the cohort table.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import qc_boost
+from .qc import EVIDENCE_EXTRA, EVIDENCE_PER_CLASS
 
 #: a short phrase per feature (see :data:`.qc.FEATURES` for how each is computed)
 REASON_TEXT: dict[str, str] = {
@@ -47,11 +48,12 @@ STRUCTURE_TEXT: dict[str, str] = {
 STRUCTURES = ("LV blood pool", "myocardium", "RV")
 
 
-def _structure(feature: str, ev: np.ndarray, per_class: int = 3) -> int | None:
+def _structure(feature: str, ev: np.ndarray) -> int | None:
     """The class (0-based foreground index) a per-class feature's maximum comes from, from one row of soft-max
-    evidence (per class Σ p, area of the arg-max, agreement; mm²), or None."""
-    n = min(len(STRUCTURES), (len(ev) - 3) // per_class)
-    soft, area, agree = (np.array([ev[per_class * k + j] for k in range(n)], dtype=np.float64) for j in range(3))
+    evidence (:func:`.qc.softmax_evidence`: per class Σ p, area of the arg-max, agreement; mm²), or None."""
+    n = min(len(STRUCTURES), (len(ev) - EVIDENCE_EXTRA) // EVIDENCE_PER_CLASS)
+    soft, area, agree = (np.array([ev[EVIDENCE_PER_CLASS * k + j] for k in range(n)], dtype=np.float64)
+                         for j in range(3))
     present = (area > 0) | (soft >= 10.0)
     if feature == "soft_gap" and present.any():
         return int(np.argmax(np.where(present, 1.0 - 2.0 * agree / np.maximum(soft + area, 1e-6), -1.0)))

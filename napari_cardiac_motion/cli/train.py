@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             setattr(cfg, key, getattr(args, name))
     if args.pixel_mm is not None:
         if not 0.25 <= args.pixel_mm <= 5.0:
-            raise InputError(f"--pixel-mm {args.pixel_mm} is outside 0.25–5 mm; the shipped models work at 1.5 mm (MR) and 1 mm (echo).")
+            raise InputError(f"--pixel-mm {args.pixel_mm} is outside 0.25–5 mm; the shipped models work at "
+                             "1.5 mm (MR) and 1 mm (echo).")
         cfg.model = {**cfg.model, "pixel_mm": float(args.pixel_mm)}
     _, meta = train(cfg)
     print(json.dumps({"out": args.out, "steps": meta["steps"], "train_seconds": meta["train_seconds"],

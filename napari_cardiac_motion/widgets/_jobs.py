@@ -122,8 +122,9 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
         raise CancelledError("Cancelled by the user; no results were produced.")
     from ..model_description import describe
 
+    # an echo model (modality US) takes the echo path
     result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel,
-                                    description=describe(meta), tta=tta)  # an echo model (modality US) takes the echo path
+                                    description=describe(meta), tta=tta)
     vectors, mags = _arrows(result, arrow_mode)
     shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
     return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)

@@ -162,8 +162,11 @@ def test_average_checkpoints_is_the_mean_of_the_weights(tmp_path, monkeypatch):
             assert torch.equal(v, nets[0][k])
     assert meta["version"] == "0.0" and meta["averaged_from"] == [str(p) for p in paths]
     other = save_checkpoint(JointMotionSegNet(tiny_config(head=TINY.head + 2)), tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="another architecture"):
+    with pytest.raises(CheckpointError, match=r"another architecture.*config head"):
         average_checkpoints([paths[0], other], tmp_path / "bad.pt")
+    finer = save_checkpoint(JointMotionSegNet(tiny_config(pixel_mm=1.25)), tmp_path / "finer.pt")
+    with pytest.raises(CheckpointError, match="config pixel_mm"):  # the same weights' shapes, another grid
+        average_checkpoints([paths[0], finer], tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="at least two"):
         average_checkpoints(paths[:1], tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()

@@ -149,9 +149,12 @@ def average_checkpoints(srcs: list[str | os.PathLike], dst: str | os.PathLike,
     payloads = [read_checkpoint(s) for s in srcs]
     first = payloads[0]
     for src, p in zip(srcs[1:], payloads[1:]):
-        if p["config"] != first["config"] or p["state_dict"].keys() != first["state_dict"].keys():
-            raise CheckpointError(f"'{src}' has another architecture than '{srcs[0]}'; only checkpoints of one "
-                                  "network (one config) can be averaged.")
+        differ = sorted(k for k in set(p["config"]) | set(first["config"])
+                        if p["config"].get(k) != first["config"].get(k))
+        if differ or p["state_dict"].keys() != first["state_dict"].keys():
+            what = f" (config {', '.join(differ)})" if differ else ""
+            raise CheckpointError(f"'{src}' has another architecture than '{srcs[0]}'{what}; only checkpoints of "
+                                  "one network (one config, pixel size included) can be averaged.")
     state = {}
     for k, v in first["state_dict"].items():
         state[k] = (torch.stack([p["state_dict"][k].double() for p in payloads]).mean(0).to(v.dtype)

@@ -22,7 +22,7 @@ Frame and slice indices are 0-based, as on napari's sliders. Arrays: labels ``(T
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,30 +102,21 @@ class QCResult:
     """Scores of :func:`assess`: ``scores`` ``(T, Z)`` float (higher = more likely wrong), ``flagged``
     ``(T, Z)`` bool (:func:`flag`: score ≥ ``threshold``, at most the worst :data:`MAX_FLAGGED_FRACTION`),
     ``features`` ``(T, Z, len(FEATURES))``, ``evidence`` the soft-max sums they came from
-    ``(T, Z, n_evidence)`` (or None)."""
+    ``(T, Z, n_evidence)`` (or None), ``reasons`` why each flagged (frame, slice) was flagged, in words
+    (:func:`.qc_reasons.reasons`)."""
 
     scores: np.ndarray
     flagged: np.ndarray
     threshold: float
     features: np.ndarray
     evidence: np.ndarray | None = None
+    reasons: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def worst(self, flagged_only: bool = True) -> list[tuple[int, int, float]]:
         """``(frame, slice, score)`` sorted worst first (only flagged ones by default)."""
         pairs = [(int(t), int(z), float(self.scores[t, z])) for t, z in np.ndindex(*self.scores.shape)
                  if self.flagged[t, z] or not flagged_only]
         return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
-
-    def reasons(self) -> dict[tuple[int, int], str]:
-        """Why each flagged (frame, slice) was flagged, in words (:func:`.qc_reasons.reasons`)."""
-        if getattr(self, "_reasons", None) is None:
-            from .qc_reasons import reasons
-
-            pairs = [(t, z) for t, z, _ in self.worst()]
-            feats = np.array([self.features[t, z] for t, z in pairs]) if pairs else None
-            ev = None if self.evidence is None or not pairs else np.array([self.evidence[t, z] for t, z in pairs])
-            self._reasons = dict(zip(pairs, reasons(MODEL, feats, FEATURES, evidence=ev))) if pairs else {}
-        return self._reasons
 
     def summary(self) -> dict[str, Any]:
         """Short summary for ``result.json``: flagged count, worst score, where it is and why (when flagged)."""
@@ -134,14 +125,13 @@ class QCResult:
         t, z = np.unravel_index(int(np.argmax(self.scores)), self.scores.shape)
         return {"flagged": int(self.flagged.sum()), "slices": int(self.scores.size),
                 "worst_score": round(float(self.scores[t, z]), 4), "worst": {"frame": int(t), "slice": int(z)},
-                "worst_reason": self.reasons().get((int(t), int(z)), ""), "threshold": self.threshold}
+                "worst_reason": self.reasons.get((int(t), int(z)), ""), "threshold": self.threshold}
 
     def to_json(self) -> dict[str, Any]:
         """``qc.json``: every (frame, slice) with its score and flag, worst first; the threshold and the
         largest fraction of a cine flagged."""
-        why = self.reasons()
         return {"slices": [{"frame": t, "slice": z, "score": round(s, 4), "flagged": bool(self.flagged[t, z]),
-                            **({"reason": why[(t, z)]} if (t, z) in why else {})}
+                            **({"reason": self.reasons[(t, z)]} if (t, z) in self.reasons else {})}
                            for t, z, s in self.worst(flagged_only=False)],
                 "threshold": self.threshold, "max_flagged_fraction": MAX_FLAGGED_FRACTION,
                 "flagged": int(self.flagged.sum()),
@@ -153,15 +143,23 @@ def uncertainty_features(evidence: np.ndarray) -> np.ndarray:
     """``(…, n_evidence)`` soft-max sums → ``(…, 3)``: soft_gap, impurity, unsure."""
     ev = np.asarray(evidence, dtype=np.float64)
     n_cls = (ev.shape[-1] - EVIDENCE_EXTRA) // EVIDENCE_PER_CLASS
+    gaps = class_soft_gaps(ev)
+    imp, zone, low = (ev[..., -EVIDENCE_EXTRA + j] for j in range(3))
+    hard = sum(ev[..., EVIDENCE_PER_CLASS * k + 1] for k in range(n_cls))
+    return np.stack([gaps.max(-1) if n_cls else np.zeros(imp.shape), imp / np.maximum(zone, 1.0),
+                     low / np.maximum(hard, 1.0)], -1)
+
+
+def class_soft_gaps(evidence: np.ndarray) -> np.ndarray:
+    """``(…, n_evidence)`` soft-max sums → ``(…, n_classes − 1)``: per foreground class, 1 − the Dice between
+    the soft-max and its arg-max (0 where the class is absent: no arg-max pixel and Σ p < 10 mm²)."""
+    ev = np.asarray(evidence, dtype=np.float64)
+    n_cls = (ev.shape[-1] - EVIDENCE_EXTRA) // EVIDENCE_PER_CLASS
     gaps = []
     for k in range(n_cls):
         s, h, i = (ev[..., EVIDENCE_PER_CLASS * k + j] for j in range(3))
-        present = (h > 0) | (s >= 10.0)
-        gaps.append(np.where(present, 1.0 - 2.0 * i / np.maximum(s + h, 1e-6), 0.0))
-    imp, zone, low = (ev[..., -EVIDENCE_EXTRA + j] for j in range(3))
-    hard = sum(ev[..., EVIDENCE_PER_CLASS * k + 1] for k in range(n_cls))
-    return np.stack([np.max(gaps, 0) if gaps else np.zeros(imp.shape), imp / np.maximum(zone, 1.0),
-                     low / np.maximum(hard, 1.0)], -1)
+        gaps.append(np.where((h > 0) | (s >= 10.0), 1.0 - 2.0 * i / np.maximum(s + h, 1e-6), 0.0))
+    return np.stack(gaps, -1) if gaps else np.zeros(ev.shape[:-1] + (0,))
 
 
 #: in-plane connectivity for a stack of slices ``(N, Y, X)``: slices never touch each other
@@ -379,6 +377,11 @@ def assess(labels: np.ndarray, motion: np.ndarray | None, evidence: np.ndarray |
     """Score every (frame, slice) of a prediction (see :func:`features`) and :func:`flag` the worst."""
     feats = features(labels, motion, evidence, ed_frame, pixel_mm, n_classes)
     scores = score_features(feats)
+    from .qc_reasons import reasons
+
     thr = float(THRESHOLD if threshold is None else threshold)
-    return QCResult(scores=scores, flagged=flag(scores, thr), threshold=thr, features=feats,
-                    evidence=None if evidence is None else np.asarray(evidence))
+    flagged = flag(scores, thr)
+    ev = None if evidence is None else np.asarray(evidence)
+    pairs = [(int(t), int(z)) for t, z in zip(*np.nonzero(flagged))]
+    why = dict(zip(pairs, reasons(MODEL, feats[flagged], FEATURES, evidence=None if ev is None else ev[flagged])))
+    return QCResult(scores=scores, flagged=flagged, threshold=thr, features=feats, evidence=ev, reasons=why)

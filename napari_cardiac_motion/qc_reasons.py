@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import qc_boost
-from .qc import EVIDENCE_EXTRA, EVIDENCE_PER_CLASS
+from .qc import EVIDENCE_EXTRA, EVIDENCE_PER_CLASS, class_soft_gaps
 
 #: a short phrase per feature (see :data:`.qc.FEATURES` for how each is computed)
 REASON_TEXT: dict[str, str] = {
@@ -52,11 +52,10 @@ def _structure(feature: str, ev: np.ndarray) -> int | None:
     """The class (0-based foreground index) a per-class feature's maximum comes from, from one row of soft-max
     evidence (:func:`.qc.softmax_evidence`: per class Σ p, area of the arg-max, agreement; mm²), or None."""
     n = min(len(STRUCTURES), (len(ev) - EVIDENCE_EXTRA) // EVIDENCE_PER_CLASS)
-    soft, area, agree = (np.array([ev[EVIDENCE_PER_CLASS * k + j] for k in range(n)], dtype=np.float64)
-                         for j in range(3))
+    soft, area = (np.array([ev[EVIDENCE_PER_CLASS * k + j] for k in range(n)], dtype=np.float64) for j in (0, 1))
     present = (area > 0) | (soft >= 10.0)
     if feature == "soft_gap" and present.any():
-        return int(np.argmax(np.where(present, 1.0 - 2.0 * agree / np.maximum(soft + area, 1e-6), -1.0)))
+        return int(np.argmax(np.where(present, class_soft_gaps(ev)[:n], -1.0)))
     if feature == "volume_gap" and present.any():
         return int(np.argmax(np.abs(soft - area) / (soft + area + 10.0)))
     if feature == "tiny" and (area > 0).any():

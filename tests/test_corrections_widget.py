@@ -290,7 +290,7 @@ def test_slices_to_check_listed_worst_first_and_clicked(make_napari_viewer, qtbo
     target = next(p for p in expected if p != tuple(viewer.dims.current_step[:2]))
     item = panel.qc_list.item(expected.index(target))
     assert item.text().startswith(f"frame {target[0]}, slice {target[1]} — score")
-    why = result.qc.reasons()[target]
+    why = result.qc.reasons[target]
     assert (why.split("; ")[0] in item.text()) and (why in item.toolTip()) if why else ":" not in item.text()
     panel.qc_list.scrollToItem(item)
     qtbot.mouseClick(panel.qc_list.viewport(), Qt.MouseButton.LeftButton,

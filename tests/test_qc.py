@@ -108,7 +108,7 @@ def test_flagged_slices_say_why():
 
     labels, motion, evidence = _case()
     res = qc.assess(labels, motion, evidence, ed_frame=0, pixel_mm=1.5)
-    why = res.reasons()
+    why = res.reasons
     assert set(why) == {(t, z) for t, z, _ in res.worst()}
     phrase = {k: {REASON_TEXT[k]} | {STRUCTURE_TEXT[k].format(s) for s in STRUCTURES if k in STRUCTURE_TEXT}
               for k in REASON_TEXT}

@@ -167,7 +167,7 @@ class CorrectionsPanel(QWidget):
                                   else "Slices to check: no quality control for this prediction.")
             return
         worst = qc.worst()
-        why = qc.reasons()
+        why = qc.reasons
         corrected = set(img.corrected)
         for t, z, score in worst:
             done = " (corrected)" if (t, z) in corrected else ""

@@ -163,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot:
         from qtpy.QtWidgets import QApplication
 
+        from .widgets._scroll import scroll_to
+
         viewer.window._qt_window.resize(1280, 860)
         for _ in range(10):
             QApplication.instance().processEvents()
             time.sleep(0.05)
+        scroll_to(function.canvas)  # the curves, in a Cardiac function panel shorter than its content
+        QApplication.instance().processEvents()
         path = Path(args.screenshot)
         path.parent.mkdir(parents=True, exist_ok=True)
         viewer.screenshot(str(path), canvas_only=False)

@@ -217,6 +217,13 @@ def test_panels_docked_from_the_plugin_menu_show_strain_after_a_plain_run(make_n
     assert "Lagrangian" in widget.canvas.toolTip() and "end-diastole" in widget.canvas.toolTip()
     row = next(i for i in range(widget.table.rowCount()) if widget.table.item(i, 0).text() == "peak radial strain")
     assert "λ − 1" in widget.table.item(row, 1).toolTip()
+    # the arrows' colour bar, its tick labels and its title lie inside the rendered canvas (nothing clipped)
+    fig = widget.canvas.rendered.figure
+    renderer = fig.canvas.get_renderer()
+    bars = [ax for ax in fig.axes if "motion arrows" in ax.xaxis.label.get_text()]
+    assert len(bars) == 1, "no colour bar of the motion arrows"
+    box = bars[0].get_tightbbox(renderer)  # the bar, its tick labels and its title
+    assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= fig.bbox.width, box
 
 
 def test_toggling_a_slice_changes_the_edv_by_its_volume(make_napari_viewer, qtbot, tmp_path):

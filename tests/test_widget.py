@@ -356,20 +356,27 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
 
 
 _CLOSE_AT_ONCE = """
+import numpy as np
 import napari
 from qtpy.QtWidgets import QApplication
-from napari_cardiac_motion.widgets import run_widget as rw
 viewer = napari.Viewer(show=False)
-viewer.window.add_dock_widget(rw.RunWidget(viewer), name="Joint motion and segmentation")
+rng = np.random.default_rng(0)
+viewer.add_image(rng.random((4, 3, 96, 96)).astype(np.float32), name="cine", scale=(1, 8, 1.5, 1.5))
+panels = {}
+for title in ("Joint motion and segmentation", "Corrections and fine-tuning", "Cardiac function"):
+    panels[title] = viewer.window.add_plugin_dock_widget("napari-cardiac-motion", title)[1]
+    QApplication.processEvents()
+panels["Joint motion and segmentation"].run()  # a job still running when napari closes
 QApplication.processEvents()
 viewer.close()
 print("closed")
 """
 
 
-def test_closing_napari_while_the_run_panel_warms_up_exits_cleanly(tmp_path):
-    """The panel's warm-up imports (seconds) may still run when the user quits: napari exits normally, with
-    no traceback and no abort (a Qt worker there once aborted on its deleted signals)."""
+def test_closing_napari_while_the_panels_work_exits_cleanly(tmp_path):
+    """The panels' warm-ups (seconds) and a Run may still be working when the user quits: napari exits
+    normally, with no traceback and no abort (a Qt worker finishing after Qt deleted its signals aborted the
+    process: the Run panel's warm-up once, then the Cardiac function panel's and any job)."""
     import os
     import subprocess
     import sys
@@ -380,3 +387,29 @@ def test_closing_napari_while_the_run_panel_warms_up_exits_cleanly(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0 and "closed" in out.stdout, out.stderr[-2000:]
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_the_three_panels_docked_fit_a_laptop_screen(make_napari_viewer, qtbot):
+    """With Run, Corrections and Cardiac function docked, napari's window can still be 800 px tall (it was
+    forced to about 1,900 px, its lower buttons off any screen): the tall panels scroll instead, and the
+    Run panel leaves the space below it to them."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    panels = {}
+    for title in ("Joint motion and segmentation", "Corrections and fine-tuning", "Cardiac function"):
+        try:
+            panels[title] = viewer.window.add_plugin_dock_widget("napari-cardiac-motion", title)[1]
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"the plugin is not registered with napari here ({exc})")
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    for _ in range(10):
+        QApplication.processEvents()
+    assert window.height() <= 800, window.height()
+    function = panels["Cardiac function"]
+    area = function.canvas.parentWidget().parentWidget().parentWidget()
+    assert isinstance(area, QScrollArea) and area.verticalScrollBar().maximum() > 0  # it scrolls
+    assert function.width() >= function.table.minimumSizeHint().width()
+    run = panels["Joint motion and segmentation"]
+    assert run.height() <= run.sizeHint().height() + 2  # the Run panel keeps no blank space below it

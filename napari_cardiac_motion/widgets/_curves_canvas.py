@@ -56,7 +56,7 @@ def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_r
     fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)  # fixed layout: a layout engine costs every render
     canvas = FigureCanvasAgg(fig)
     lw, lh = w / device_pixel_ratio, h / device_pixel_ratio  # margins in logical pixels
-    bar = 44 if motion_legend is not None else 0  # room for the colour bar and its label at the bottom
+    bar = 52 if motion_legend is not None else 0  # room for the colour bar and its label at the bottom
     grid = fig.add_gridspec(2, 1, left=min(58 / lw, 0.4), right=1 - 10 / lw, top=1 - 16 / lh,
                             bottom=min((56 + bar) / lh, 0.45), hspace=0.3)
     ax_v = fig.add_subplot(grid[0])
@@ -66,7 +66,7 @@ def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_r
     ax_v.set_xlabel("")
     if motion_legend is not None:
         left, right = min(58 / lw, 0.4), 1 - 10 / lw
-        _motion_colour_bar(fig.add_axes((left, 34 / lh, right - left, 8 / lh)), *motion_legend)
+        _motion_colour_bar(fig.add_axes((left, 42 / lh, right - left, 8 / lh)), *motion_legend)
     canvas.draw()
     rgba = np.array(canvas.buffer_rgba(), dtype=np.uint8, copy=True)
     return RenderedCurves(rgba, fig, [ax_v, ax_s], float(device_pixel_ratio))

@@ -15,8 +15,10 @@ is refused quietly, and the caller may ask again when ``finished`` says it is do
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
@@ -31,6 +33,22 @@ from ._jobs import JobProgress
 #: Qt 6 runs a 0 ms single shot as a posted event, in the same pass as the previous one, before timers
 #: and input; a real timer lets the GUI handle what is waiting (input, timers, paints) in between.
 NEXT_TURN_MS = 1
+
+#: how long (ms) Python's exit waits for jobs still running after napari closed (they are asked to stop first)
+EXIT_WAIT_MS = 30_000
+
+_live_runners: "weakref.WeakSet[JobRunner]" = weakref.WeakSet()
+
+
+def drain_jobs_at_exit(wait_ms: int = EXIT_WAIT_MS) -> bool:
+    """Ask every running job to stop and wait for the worker threads (run at Python's exit): a worker that
+    finished after Qt had deleted its signals aborted the process (quitting napari seconds after opening a
+    panel, or during a job). Returns whether every worker ended within ``wait_ms``."""
+    from qtpy.QtCore import QThreadPool
+
+    for runner in list(_live_runners):
+        runner.cancel()
+    return bool(QThreadPool.globalInstance().waitForDone(int(wait_ms)))
 
 
 @dataclass
@@ -97,6 +115,10 @@ class JobRunner(QObject):
         #: outcome of the last job per image
         self.outcomes: dict[Hashable, str] = {}
         self._relay.connect(self._on_progress)
+        if not _live_runners:
+            atexit.unregister(drain_jobs_at_exit)  # registered once, whatever the number of runners
+            atexit.register(drain_jobs_at_exit)
+        _live_runners.add(self)
 
     def is_running(self, key: Hashable | None = None, job: str | None = None) -> bool:
         """Whether a job (named ``job``, if given) runs on ``key``: an image key or a :class:`ReadOnlyKey`

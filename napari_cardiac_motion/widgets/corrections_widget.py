@@ -10,10 +10,11 @@ widget is open.
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QFrame, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QWidget
 
 from .corrections_panel import CorrectionsPanel
 from .finetune_panel import FinetunePanel
+from ._scroll import scrolling_layout
 from ._session import unwrap
 from .models_panel import ModelsPanel
 
@@ -35,7 +36,7 @@ class CorrectionsWidget(QWidget):
         self.models = ModelsPanel(napari_viewer)
         self.session = self.corrections.session
         self.state = self.session.state
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # the three panels scroll when the dock area is short
         for i, panel in enumerate((self.corrections, self.finetune, self.models)):
             if i:
                 layout.addWidget(_line())

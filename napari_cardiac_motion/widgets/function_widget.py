@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget)
 
 from ..analysis import Measurements
 from ..analysis import report as rep
@@ -41,6 +41,7 @@ from ._function_export import ExportControls
 from ._jobs import JobProgress
 from ._layer_binding import is_placeholder
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
+from ._scroll import scrolling_layout
 from ._session import get_session, unwrap
 from ._slices_table import SlicesSection
 
@@ -127,7 +128,7 @@ class FunctionWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.export_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)  # the panel scrolls when the dock area is short
         layout.addLayout(form)
         layout.addWidget(self.table)
         layout.addWidget(self.slices_section)

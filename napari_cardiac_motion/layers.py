@@ -24,6 +24,17 @@ from .model_description import MR_DEFAULT, ModelDescription
 ArrowMode = Literal["from_ed", "frame_to_frame"]
 ARROW_MODES: dict[str, str] = {"from_ed": "from ED", "frame_to_frame": "frame to frame"}
 
+#: spacing (mm) of the motion arrows' grid: every 4th pixel of a 1.5 mm MR cine, every 19th of a 0.308 mm echo clip
+ARROW_SPACING_MM = 6.0
+
+
+def arrow_step(pixel_mm_yx) -> int:
+    """Grid step (input pixels) of the motion arrows for in-plane pixels of ``pixel_mm_yx`` (mm, y then x):
+    about :data:`ARROW_SPACING_MM` apart whatever the pixel size (a step fixed in pixels drew a 0.3 mm echo
+    clip's arrows 25 times as densely as an MR cine's). Placeholder pixels of 1 (no spacing) give 6 pixels."""
+    px = [float(p) for p in pixel_mm_yx if np.isfinite(float(p)) and float(p) > 0]
+    return max(1, int(round(ARROW_SPACING_MM / (sum(px) / len(px))))) if px else 4
+
 
 def label_colormap_dict(description: ModelDescription | None = None
                         ) -> dict[int | None, tuple[float, float, float, float]]:

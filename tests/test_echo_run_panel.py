@@ -42,8 +42,15 @@ def test_run_panel_chooses_the_echo_model_for_an_echo_clip(panel):
     widget.set_layer(echo)
     assert widget.model_path() == "echo"
     assert widget.model_combo.currentText() == rw.ECHO_MODEL_LABEL
+    # the mirror-image switch: greyed out and unticked (echo reads one pass), the MR choice back afterwards
+    assert not widget.tta_check.isEnabled() and not widget.tta_check.isChecked()
     widget.set_layer(mr)
     assert widget.model_path() is None  # the shipped MR model again
+    assert widget.tta_check.isEnabled() and widget.tta_check.isChecked() and widget.tta() is None
+    widget.tta_check.setChecked(False)
+    widget.set_layer(echo)
+    widget.set_layer(mr)
+    assert widget.tta_check.isEnabled() and not widget.tta_check.isChecked()  # the user's one-pass choice stays
     widget.set_layer(echo)
     assert widget.model_path() == "echo"
 
@@ -95,3 +102,6 @@ def test_run_on_an_echo_clip_names_the_echo_structures(make_napari_viewer, qtbot
     n_t = echo.data.shape[0]
     assert seg.editable and seg.data.shape[0] == n_t and seg.data.shape[-2:] == echo.data.shape[-2:]
     assert set(np.unique(seg.data)) >= {0, 1, 2, 3} and len(mot.data) > 0
+    # arrows about 6 mm apart on the 0.308 mm clip (every 19th pixel), not every 4th pixel as on MR
+    xs = np.unique(np.round(mot.data[:, 0, -1] + mot.data[:, 1, -1], 3))  # arrow ends: the grid points
+    assert np.diff(xs).min() >= 19 - 1e-6 and len(mot.data) < 150 * n_t, (np.diff(xs)[:5], len(mot.data))

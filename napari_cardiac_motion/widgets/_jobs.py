@@ -44,7 +44,6 @@ class JobProgress:
 Progress = Callable[[int, int, JobProgress], None]
 
 #: grid step (pixels) of the motion arrows, and the shortest arrow drawn (voxels)
-ARROW_STEP = 4
 ARROW_MIN_LENGTH = 0.1
 
 def private_model(path: str | None):
@@ -106,10 +105,10 @@ class PredictionOutput:
     extra: dict = field(default_factory=dict)
 
 
-def _arrows(result, arrow_mode: str):
-    from ..layers import motion_vectors
+def _arrows(result, arrow_mode: str, pixel_mm_yx):
+    from ..layers import arrow_step, motion_vectors
 
-    return motion_vectors(result.motion, result.labels, step=ARROW_STEP, mode=arrow_mode,
+    return motion_vectors(result.motion, result.labels, step=arrow_step(pixel_mm_yx), mode=arrow_mode,
                           min_magnitude=ARROW_MIN_LENGTH)
 
 
@@ -125,7 +124,7 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
     # an echo model (modality US) takes the echo path
     result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel,
                                     description=describe(meta), tta=tta)
-    vectors, mags = _arrows(result, arrow_mode)
+    vectors, mags = _arrows(result, arrow_mode, cine.spacing[-2:])
     shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
     return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)
                             extra={"shown": shown})
@@ -210,8 +209,9 @@ def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_fra
     return propagate_labels(labels_slice, motion_slice, source_frame)
 
 
-def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, *, progress: Progress, cancel: Cancel):
-    """Arrows ``(vectors, magnitudes)`` for another arrow mode."""
-    from ..layers import motion_vectors
+def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, pixel_mm_yx=(1.5, 1.5), *, progress: Progress,
+               cancel: Cancel):
+    """Arrows ``(vectors, magnitudes)`` for another arrow mode (``pixel_mm_yx``: the image's in-plane pixel, mm)."""
+    from ..layers import arrow_step, motion_vectors
 
-    return motion_vectors(motion, labels, step=ARROW_STEP, mode=mode, min_magnitude=ARROW_MIN_LENGTH)
+    return motion_vectors(motion, labels, step=arrow_step(pixel_mm_yx), mode=mode, min_magnitude=ARROW_MIN_LENGTH)

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..conventions import AXIS_LABELS, MOTION_LAYER, SEGMENTATION_LAYER
 from ..corrections import Pair
+from ..layers import arrow_step
 from ..state import ImageState, ViewerState
-from ._jobs import ARROW_STEP, LayerSnapshot
+from ._jobs import LayerSnapshot
 from ._napari_compat import napari_private, unwrap
 
 
@@ -37,6 +38,12 @@ def layer_snapshot(layer) -> LayerSnapshot:
         data=layer.data, name=layer.name, scale=scale, translate=translate, spacing=spacing,  # type: ignore[arg-type]
         frame_interval_ms=float(meta.get("frame_interval_ms", 0.0) or 0.0), affine=np.asarray(affine, float),
     )
+
+
+def arrow_width(scale_yx) -> float:
+    """Edge width of the motion arrows (world units) for an image of in-plane scale ``scale_yx`` (mm): a fixed
+    fraction of the arrows' grid spacing (0.35 pixel at 4 pixels' spacing)."""
+    return 0.35 / 4 * arrow_step(scale_yx) * min(float(s) for s in scale_yx)
 
 
 def vector_style(magnitudes: np.ndarray, step: int) -> dict:
@@ -143,7 +150,7 @@ class LayerBinding:
         else:
             layer = viewer.add_vectors(
                 np.zeros((0, 2, 4), np.float32), ndim=4, name=self.unique_name(MOTION_LAYER, snapshot.name, None),
-                edge_width=0.35 * min(scale[-2:]), vector_style="arrow", projection_mode="none", opacity=1.0,
+                edge_width=arrow_width(scale[-2:]), vector_style="arrow", projection_mode="none", opacity=1.0,
                 **common)
         self.placeholders.setdefault(key, {})[kind] = layer
         return True
@@ -205,7 +212,7 @@ class LayerBinding:
         """Create or update the image's Vectors layer (arrows ``(N, 2, 4)``, magnitudes ``(N,)`` mm)."""
         img = self.state.image(key)
         scale, translate = img.scale, img.translate
-        style = vector_style(magnitudes, ARROW_STEP)
+        style = vector_style(magnitudes, arrow_step(scale[-2:]))
         layer = self.layer(key, "motion") or self._adopt(key, "motion")
         viewer = self.viewer
         if layer is not None and layer.ndim == 4:
@@ -215,7 +222,7 @@ class LayerBinding:
             viewer.layers.remove(layer)
         return viewer.add_vectors(
             vectors, ndim=4, name=self.unique_name(MOTION_LAYER, img.name, None), features={"magnitude": magnitudes},
-            edge_color="magnitude", edge_width=0.35 * min(scale[-2:]), vector_style="arrow", projection_mode="none",
+            edge_color="magnitude", edge_width=arrow_width(scale[-2:]), vector_style="arrow", projection_mode="none",
             scale=scale, translate=translate, metadata=metadata, opacity=1.0, axis_labels=AXIS_LABELS, **style,
         )
 

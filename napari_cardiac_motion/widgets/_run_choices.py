@@ -44,3 +44,17 @@ def mirror_checkbox() -> QCheckBox:
     box.setToolTip("MR: segment each slice and its left-right mirror image and average the two (slightly better "
                    "labels, about 1.4× the time). Off: one pass. Echo models always use one pass.")
     return box
+
+
+def show_mirror_choice(box: QCheckBox, echo: bool) -> None:
+    """For the echo model the switch is greyed out and unticked (it always reads one pass: an apical view is
+    not mirror-symmetric); back on an MR model it shows the user's last MR choice again."""
+    if echo == (not box.isEnabled()):
+        return
+    if echo:
+        box.setProperty("mr_choice", box.isChecked())
+        box.setChecked(False)
+    else:
+        saved = box.property("mr_choice")
+        box.setChecked(True if saved is None else bool(saved))
+    box.setEnabled(not echo)

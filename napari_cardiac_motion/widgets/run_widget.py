@@ -31,7 +31,8 @@ from ..state import StateEvent
 from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
-from ._run_choices import echo_model_available, image_layers, is_echo_layer, mirror_checkbox, user_model_dir
+from ._run_choices import (echo_model_available, image_layers, is_echo_layer, mirror_checkbox, show_mirror_choice,
+                           user_model_dir)
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
 ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
@@ -210,7 +211,7 @@ class RunWidget(QWidget):
         self.model_combo.setCurrentIndex(max(idx, 0))
         self._last_model_index = self.model_combo.currentIndex()
         self.model_combo.blockSignals(False)
-        self.tta_check.setEnabled(self.model_path() != "echo")  # the echo model always reads one pass
+        show_mirror_choice(self.tta_check, self.model_path() == "echo")  # the echo model reads one pass
 
     def refresh_models(self) -> None:
         """Re-scan the model folder, keeping the current choice when it still exists."""
@@ -235,7 +236,7 @@ class RunWidget(QWidget):
         if self.model_combo.itemData(index) is not None:
             self._last_model_index = index
             self._model_chosen = True
-            self.tta_check.setEnabled(self.model_path() != "echo")
+            show_mirror_choice(self.tta_check, self.model_path() == "echo")
             return
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model checkpoint", str(Path.home()),
                                               "Checkpoints (*.pt);;All files (*)")
@@ -373,7 +374,7 @@ class RunWidget(QWidget):
         if mode == img.arrow_mode:
             return
         self.session.runner.start(key, "arrows", arrows_job, img.result.motion, img.result.labels, mode,
-                                  name=img.name, on_result=lambda vm: self.session.show_arrows(key, *vm, mode))
+                                  img.scale[-2:], name=img.name, on_result=lambda vm: self.session.show_arrows(key, *vm, mode))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
         self.cancel()

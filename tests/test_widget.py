@@ -413,3 +413,26 @@ def test_the_three_panels_docked_fit_a_laptop_screen(make_napari_viewer, qtbot):
     assert function.width() >= function.table.minimumSizeHint().width()
     run = panels["Joint motion and segmentation"]
     assert run.height() <= run.sizeHint().height() + 2  # the Run panel keeps no blank space below it
+
+
+def test_layers_not_offered_say_why(make_napari_viewer):
+    """A 2D picture, a colour picture or a 5D stack is not in the image list; selecting one says why and what
+    to open instead (it was silently missing), and choosing it from a script is a ValueError saying the same."""
+    from napari_cardiac_motion.widgets.run_widget import RunWidget
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    cine = viewer.add_image(rng.random((3, 2, 32, 32)).astype(np.float32), name="cine")
+    flat = viewer.add_image(rng.random((32, 32)).astype(np.float32), name="snapshot")
+    rgb = viewer.add_image((rng.random((32, 32, 3)) * 255).astype(np.uint8), name="photo", rgb=True)
+    stack = viewer.add_image(rng.random((2, 3, 2, 32, 32)).astype(np.float32), name="series")
+    widget = RunWidget(viewer)
+    assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == ["cine"]
+    for layer, words in ((flat, "single 2D image"), (rgb, "colour (RGB)"), (stack, "has 5 axes")):
+        viewer.layers.selection.active = layer
+        assert words in widget.status_label.text() and layer.name in widget.status_label.text()
+        with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            widget.set_layer(layer)
+    viewer.layers.selection.active = cine
+    widget.set_layer(cine)
+    assert widget.selected_layer() is cine

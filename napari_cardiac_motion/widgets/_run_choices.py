@@ -37,6 +37,26 @@ def image_layers(viewer) -> list:
             if isinstance(ly, Image) and ly.ndim in (3, 4) and not ly.rgb and not ly.multiscale]
 
 
+def why_not_offered(layer) -> str | None:
+    """Why an Image layer is not among :func:`image_layers` (the fix included); None when it is, or when it is
+    not an Image layer at all."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image) or (layer.ndim in (3, 4) and not layer.rgb and not layer.multiscale):
+        return None
+    name = layer.name
+    if layer.rgb:
+        return (f"'{name}' is a colour (RGB) picture and is not offered: the model reads grey-level scans. "
+                "Open the scan itself (NIfTI or DICOM).")
+    if layer.multiscale:
+        return f"'{name}' is a multiscale (pyramid) image and is not offered: open the scan at full resolution."
+    if layer.ndim == 2:
+        return (f"'{name}' is a single 2D image (Y, X) and is not offered: the model needs a cine (T, Z, Y, X), "
+                "the frames of one slice (T, 1, Y, X) or a volume (Z, Y, X).")
+    return (f"'{name}' has {layer.ndim} axes and is not offered: the model needs (T, Z, Y, X). Open each series "
+            "as its own layer.")
+
+
 def mirror_checkbox() -> QCheckBox:
     """The "also read its mirror image" switch (flip test-time augmentation), ticked: the model's default."""
     box = QCheckBox("also read its mirror image")

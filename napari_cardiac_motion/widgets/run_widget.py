@@ -32,7 +32,7 @@ from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
 from ._run_choices import (echo_model_available, image_layers, is_echo_layer, mirror_checkbox, show_mirror_choice,
-                           user_model_dir)
+                           user_model_dir, why_not_offered)
 
 DEFAULT_MODEL_LABEL = "default (shipped)"
 ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
@@ -110,15 +110,14 @@ class RunWidget(QWidget):
         self.session.changed.connect(self._on_state_changed)
         self.session.runner.progress.connect(self._on_progress)
         self.session.runner.finished.connect(self._on_finished)
-        self._layer_events: list[tuple[Any, Any]] = []
+        self._layer_events: list[tuple[Any, Any]] = []  # (emitter, callback), disconnected on close
         ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "moved", "reordered"):
-            emitter = getattr(ev, name, None)
-            if emitter is not None:
-                emitter.connect(self._refresh_layers)
-                self._layer_events.append((emitter, self._refresh_layers))
-        ev.inserted.connect(self._watch_layer_name)
-        self._layer_events.append((ev.inserted, self._watch_layer_name))
+        follow = [(getattr(ev, n), self._refresh_layers) for n in ("inserted", "removed", "moved", "reordered")
+                  if getattr(ev, n, None) is not None]
+        for emitter, cb in [*follow, (ev.inserted, self._watch_layer_name),
+                            (self.viewer.layers.selection.events.active, self._explain_layer)]:
+            emitter.connect(cb)
+            self._layer_events.append((emitter, cb))
         for layer in self.viewer.layers:
             self._watch_layer_name(layer=layer)
         self._refresh_layers()
@@ -166,9 +165,18 @@ class RunWidget(QWidget):
         return self._layers[i] if 0 <= i < len(self._layers) else None
 
     def set_layer(self, layer) -> None:
-        """Choose ``layer`` (an eligible Image layer of the viewer)."""
+        """Choose ``layer`` (an eligible Image layer of the viewer; else a ValueError saying why not)."""
         self._refresh_layers()
+        if layer not in self._layers:
+            raise ValueError(why_not_offered(layer) or f"'{getattr(layer, 'name', layer)}' is not an image layer "
+                             "of this viewer.")
         self.layer_combo.setCurrentIndex(self._layers.index(layer))
+
+    def _explain_layer(self, event=None) -> None:
+        """The user selected a layer the panel does not offer: say why, and the fix, in the status line."""
+        reason = why_not_offered(self.viewer.layers.selection.active)
+        if reason:
+            self._set_status(reason)
 
     def _on_layer_changed(self, *_) -> None:
         layer = self.selected_layer()
@@ -374,7 +382,8 @@ class RunWidget(QWidget):
         if mode == img.arrow_mode:
             return
         self.session.runner.start(key, "arrows", arrows_job, img.result.motion, img.result.labels, mode,
-                                  img.scale[-2:], name=img.name, on_result=lambda vm: self.session.show_arrows(key, *vm, mode))
+                                  img.scale[-2:], name=img.name,
+                                  on_result=lambda vm: self.session.show_arrows(key, *vm, mode))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
         self.cancel()

@@ -103,3 +103,30 @@ def test_json_keys_units_and_exports(tmp_path):
     got = list(csv.DictReader(cohort.open()))
     assert got[0]["case"] == "a" and float(got[0]["lv_ef_percent"]) == pytest.approx(60.0)
     assert got[1]["lv_edv_ml"] == ""
+
+
+def test_readout_says_what_the_labels_cannot_give():
+    """One frame (or ED = ES) leaves ESV, SV and EF undefined: shown as missing with a note, not as EF 0 %;
+    no LV at ED and label values that are not the model's structures are named in the notes."""
+    from napari_cardiac_motion.analysis import compute_measurements
+
+    lab = np.zeros((1, 3, 64, 64), np.uint8)
+    lab[:, :, 20:40, 20:40] = 1
+    lab[:, :, 16:20, 16:44] = 2
+    lab[:, :, 20:40, 45:55] = 3
+    one = compute_measurements(lab, (8.0, 1.5, 1.5), 40.0)
+    assert one.scalars["lv_edv_ml"] > 0 and one.scalars["lv_mass_g"] > 0
+    for key in ("lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "rv_esv_ml", "rv_ef_percent"):
+        assert one.scalars[key] is None, key
+    assert any("one frame" in n and "EF" in n for n in one.notes), one.notes
+    still = compute_measurements(np.repeat(lab, 4, axis=0), (8.0, 1.5, 1.5), 40.0)  # no change over time
+    assert still.scalars["lv_ef_percent"] is None and any("same frame" in n for n in still.notes)
+    odd = np.repeat(lab, 2, axis=0)
+    odd[1, :, 22:38, 22:38] = 0  # it contracts
+    odd[1, :, 22:38, 22:38][:, 4:12, 4:12] = 1
+    odd[0, 0, 0, :3] = (7, 9, 9)
+    m = compute_measurements(odd, (8.0, 1.5, 1.5), 40.0)
+    assert m.scalars["lv_ef_percent"] is not None and m.scalars["lv_ef_percent"] > 0
+    assert any("7, 9" in n and "not structures" in n for n in m.notes), m.notes
+    empty = compute_measurements(np.zeros((3, 2, 32, 32), np.uint8), (8.0, 1.5, 1.5), 40.0)
+    assert any("no LV blood pool at ED" in n for n in empty.notes), empty.notes

@@ -217,6 +217,45 @@ def volume_scalars(v: dict[str, float], bsa: float | None) -> dict[str, float | 
     return s
 
 
+#: the measures that need two different frames (ED and ES): undefined when they are the same frame
+SYSTOLIC_MEASURES = ("lv_esv_ml", "lv_sv_ml", "lv_ef_percent", "rv_esv_ml", "rv_sv_ml", "rv_ef_percent",
+                     "lv_esv_index_ml_m2", "lv_sv_index_ml_m2", "rv_esv_index_ml_m2", "rv_sv_index_ml_m2")
+
+
+def unknown_label_values(labels: np.ndarray, desc: ModelDescription) -> list[int]:
+    """Label values in ``labels`` that are neither background nor a class of ``desc`` (sorted)."""
+    a = np.asarray(labels)
+    if a.dtype in (np.uint8, np.uint16, np.int8, np.int16) and a.size and int(a.min()) >= 0:
+        present = np.flatnonzero(np.bincount(a.ravel().astype(np.int64, copy=False)))
+    else:
+        present = np.unique(a)
+    known = {0, *(c.value for c in desc.classes)}
+    return [int(v) for v in present if int(v) not in known]
+
+
+def readout_checks(labels: np.ndarray, curves: VolumeCurves, ed: int, es: int, desc: ModelDescription,
+                   scalars: dict[str, Any]) -> list[str]:
+    """Notes on what the labels cannot give, and the measures blanked (``None``) for it in ``scalars``: ED
+    and ES on the same frame (one frame, or a volume curve with no change) leave ESV, SV and EF undefined
+    (they read 0 % before); no LV blood pool at ED; label values that are not the model's structures."""
+    notes: list[str] = []
+    n_t = curves.lv_ml.shape[0]
+    if ed == es:
+        for key in SYSTOLIC_MEASURES:
+            scalars[key] = None
+        why = "the labels have one frame" if n_t == 1 else f"ED and ES are the same frame ({ed})"
+        notes.append(f"{why}: ESV, stroke volume and EF need two different frames")
+    lv = desc.by_key("LV")
+    if lv is not None and float(curves.lv_ml[ed]) == 0:
+        notes.append(f"no {lv.name} at ED: LV volumes and EF are not available")
+    odd = unknown_label_values(labels, desc)
+    if odd:
+        shown = ", ".join(str(v) for v in odd[:6]) + (", …" if len(odd) > 6 else "")
+        known = ", ".join(f"{c.value} {c.name}" for c in desc.classes)
+        notes.append(f"label value(s) {shown} are not structures of this model ({known}) and are not measured")
+    return notes
+
+
 def compute_measurements(
     labels: np.ndarray,
     spacing,
@@ -258,7 +297,7 @@ def compute_measurements(
     s.update({"ed_frame": ed, "es_frame": es,
               "ed_time_ms": ed * frame_interval_ms if frame_interval_ms > 0 else None,
               "es_time_ms": es * frame_interval_ms if frame_interval_ms > 0 else None})
-    notes: list[str] = []
+    notes = readout_checks(labels, curves, ed, es, desc, s)
     n_t = curves.lv_ml.shape[0]
     if float(curves.rv_ml[ed]) == 0:
         rv = desc.by_key("RV")

@@ -85,7 +85,7 @@ class ExportControls(QWidget):
         self.dicom_seg_folder = folder
         self.dicom_seg_check.setEnabled(folder is not None)
         self.dicom_seg_check.setChecked(folder is not None)
-        self.dicom_seg_note.setText("not available for this image (hover for why)" if why else "")
+        self.dicom_seg_note.setText("not available here (hover: why)" if why else "")
         self.dicom_seg_note.setToolTip(f"DICOM SEG not available: {why}" if why else "")
         self.dicom_seg_check.setToolTip(f"DICOM SEG not available: {why}" if why else DICOM_SEG_HELP)
 

@@ -270,3 +270,14 @@ def test_toggling_a_slice_changes_the_edv_by_its_volume(make_napari_viewer, qtbo
     qtbot.waitUntil(lambda: widget.n_computed > n and not widget.is_busy, timeout=TIMEOUT_MS)
     assert widget.measurements["lv_edv_ml"] == pytest.approx(m0["lv_edv_ml"])
     assert widget.slices.overrides == {}
+
+
+def test_a_labels_layer_not_offered_says_why(make_napari_viewer, qtbot):
+    """A 2D labels layer is not in the panel's list; selecting it says why (it was silently missing)."""
+    viewer, seg = _viewer_with_segmentation(make_napari_viewer)
+    widget = FunctionWidget(viewer)
+    qtbot.waitUntil(lambda: widget.n_computed >= 1, timeout=TIMEOUT_MS)
+    flat = viewer.add_labels(np.zeros((40, 48), np.uint8), name="one slice")
+    viewer.layers.selection.active = flat
+    assert flat not in widget._labels_layers() and seg in widget._labels_layers()
+    assert "'one slice'" in widget.status.text() and "not offered" in widget.status.text()

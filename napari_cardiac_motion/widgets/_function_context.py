@@ -72,6 +72,27 @@ def prediction_for(viewer, seg_layer) -> dict[str, Any]:
     return {}
 
 
+def labels_layers(viewer) -> list:
+    """The Labels layers the panel reads out: ``(T, Z, Y, X)`` or one frame ``(Z, Y, X)``, not a Run's
+    placeholder."""
+    from napari.layers import Labels
+
+    from ._layer_binding import is_placeholder
+
+    return [ly for ly in viewer.layers if isinstance(ly, Labels) and ly.ndim in (3, 4) and not is_placeholder(ly)]
+
+
+def why_labels_not_offered(layer) -> str | None:
+    """Why a Labels layer is not among :func:`labels_layers` (with the fix); None when it is, or is no Labels."""
+    from napari.layers import Labels
+
+    if not isinstance(layer, Labels) or layer.ndim in (3, 4):
+        return None
+    axes = "a single 2D slice (Y, X)" if layer.ndim == 2 else f"{layer.ndim} axes"
+    return (f"'{layer.name}' has {axes} and is not offered: the read-out needs labels (T, Z, Y, X), or one frame "
+            "(Z, Y, X), on the cine's grid.")
+
+
 def first_known(*values):
     """The first value that is not ``None``."""
     return next((v for v in values if v is not None), None)

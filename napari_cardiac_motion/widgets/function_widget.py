@@ -36,10 +36,10 @@ from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
 from ._curves_canvas import CurvesCanvas
 from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB, hide_row,
-                                inputs_from_layers, motion_legend, readout_job, warm_up_job)
+                                inputs_from_layers, labels_layers, motion_legend, readout_job, warm_up_job,
+                                why_labels_not_offered)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
-from ._layer_binding import is_placeholder
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
 from ._scroll import scrolling_layout
 from ._session import get_session, unwrap
@@ -154,6 +154,7 @@ class FunctionWidget(QWidget):
         ev = self.viewer.layers.events
         ev.inserted.connect(self._refresh_layers_soon)
         ev.removed.connect(self._refresh_layers_soon)
+        self.viewer.layers.selection.events.active.connect(self._explain_layer)
         self.viewer.dims.events.current_step.connect(self._update_markers)
         # a new prediction (or a fine-tuned model's) lands: the motion and model change
         self.session.changed.connect(self._on_session_changed)
@@ -163,9 +164,12 @@ class FunctionWidget(QWidget):
     # ------------------------------------------------------------------ layers
 
     def _labels_layers(self) -> list:
-        from napari.layers import Labels
-        return [ly for ly in self.viewer.layers
-                if isinstance(ly, Labels) and ly.ndim in (3, 4) and not is_placeholder(ly)]
+        return labels_layers(self.viewer)
+
+    def _explain_layer(self, event=None) -> None:
+        """The user selected a labels layer the panel does not offer: say why in the status line."""
+        if reason := why_labels_not_offered(self.viewer.layers.selection.active):
+            self.status.setText(reason)
 
     def _refresh_layers(self, event=None) -> None:
         layers = self._labels_layers()
@@ -384,6 +388,7 @@ class FunctionWidget(QWidget):
         ev = self.viewer.layers.events
         for emitter, cb in ((self.viewer.dims.events.current_step, self._update_markers),
                             (ev.inserted, self._refresh_layers_soon), (ev.removed, self._refresh_layers_soon),
+                            (self.viewer.layers.selection.events.active, self._explain_layer),
                             (self.session.changed, self._on_session_changed),
                             (self.runner.progress, self._on_job_progress),
                             (self.runner.finished, self._on_job_finished)):

@@ -25,21 +25,19 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-                            QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QWidget)
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 
 from ..analysis import Measurements
-from ..analysis import report as rep
 from ..conventions import SEGMENTATION_LAYER
 from ..errors import CardiacMotionError
 from ..model_description import MR_DEFAULT
 from ._combo import refill_combo
 from ._curves_canvas import CurvesCanvas
-from ._function_context import (DISPLAY_NAMES, READOUT_JOB, STRAIN_HELP, STRAIN_MEASURES, WARM_UP_JOB, hide_row,
-                                inputs_from_layers, labels_layers, motion_legend, readout_job, warm_up_job,
-                                why_labels_not_offered)
+from ._function_context import (READOUT_JOB, STRAIN_HELP, WARM_UP_JOB, inputs_from_layers, labels_layers, motion_legend,
+                                readout_job, warm_up_job, why_labels_not_offered)
 from ._function_export import ExportControls
 from ._jobs import JobProgress
+from ._measures_table import MeasuresTable
 from ._runner import NEXT_TURN_MS, ReadOnlyKey, user_message
 from ._scroll import scrolling_layout
 from ._session import get_session, unwrap
@@ -95,12 +93,7 @@ class FunctionWidget(QWidget):
             spin.setToolTip("For the body surface area (Mosteller) and indexed values.")
 
     def _build_outputs(self) -> None:
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["measure", "value", "unit"])
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setMinimumHeight(180)
+        self.table = MeasuresTable()
         self.slices_section = SlicesSection()
         self.slices, self.reset_slices_button = self.slices_section.table, self.slices_section.reset_button
         self.canvas = CurvesCanvas()
@@ -293,7 +286,7 @@ class FunctionWidget(QWidget):
         self.n_computed += 1
         m, rendered = out
         self.measurements = m
-        self._fill_table(m)
+        self.table.fill(m)
         self.slices_section.set_decisions(m.slices)  # hidden when there are none (an echo view)
         self.canvas.set_rendered(rendered)
         self._update_markers()
@@ -302,24 +295,9 @@ class FunctionWidget(QWidget):
         self.status.setText(f"ED frame {m.ed_frame}, ES frame {m.es_frame}"
                             f"{'' if strain else '; no motion: strain not available'}{note}")
 
-    def _fill_table(self, m: Measurements) -> None:
-        rows = [(k, v, u, h) for k, v, u, h in rep.measures_table(m) if not hide_row(m, k, v)]
-        self.table.setRowCount(len(rows))
-        for i, (key, value, unit, help_) in enumerate(rows):
-            if key in STRAIN_MEASURES:
-                help_ = f"{help_}\n\n{STRAIN_HELP}"
-            for j, text in enumerate((DISPLAY_NAMES.get(key, key), value, unit)):
-                item = QTableWidgetItem(text)
-                item.setToolTip(help_)
-                self.table.setItem(i, j, item)
-
     def value_text(self, key: str) -> str | None:
         """The table's displayed value of a measure (``None`` when not shown)."""
-        name = DISPLAY_NAMES.get(key, key)
-        for i in range(self.table.rowCount()):
-            if self.table.item(i, 0).text() == name:
-                return self.table.item(i, 1).text()
-        return None
+        return self.table.value_text(key)
 
     # ------------------------------------------------------------------ curves
 

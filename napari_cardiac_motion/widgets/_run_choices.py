@@ -8,6 +8,29 @@ from pathlib import Path
 from qtpy.QtWidgets import QCheckBox
 
 
+DEFAULT_MODEL_LABEL = "default (shipped)"
+ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
+BROWSE_LABEL = "Browse…"
+
+
+def model_entries(extra_models: list[str]) -> list[tuple[str, str | None]]:
+    """The Run panel's model list as ``(label, data)``: the shipped MR model (``""``), the shipped echo model
+    (``"echo"``, resolved by ``model_store.resolve_model``; when installed), the user's saved models and
+    ``extra_models`` (full paths, those that exist), then Browse (``None``)."""
+    entries: list[tuple[str, str | None]] = [(DEFAULT_MODEL_LABEL, "")]
+    if echo_model_available():
+        entries.append((ECHO_MODEL_LABEL, "echo"))
+    paths: list[str] = []
+    try:
+        folder = user_model_dir()
+        if folder.is_dir():
+            paths = [str(p) for p in sorted(folder.glob("*.pt"))]
+    except OSError:
+        pass
+    paths += [p for p in dict.fromkeys(extra_models) if p not in paths and Path(p).exists()]
+    return entries + [(Path(p).name, p) for p in paths] + [(BROWSE_LABEL, None)]
+
+
 def user_model_dir() -> Path:
     """Per-user folder scanned for extra ``*.pt`` checkpoints (fine-tuned models; see :mod:`..model_store`)."""
     from ..model_store import models_dir

@@ -31,12 +31,10 @@ from ..state import StateEvent
 from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
 from ._combo import refill_combo
-from ._run_choices import (echo_model_available, image_layers, is_echo_layer, mirror_checkbox, show_mirror_choice,
-                           user_model_dir, why_not_offered)
+from ._run_choices import BROWSE_LABEL, DEFAULT_MODEL_LABEL, ECHO_MODEL_LABEL  # noqa: F401 (the combo's labels)
+from ._run_choices import (echo_model_available, image_layers, is_echo_layer, mirror_checkbox, model_entries,
+                           show_mirror_choice, user_model_dir, why_not_offered)
 
-DEFAULT_MODEL_LABEL = "default (shipped)"
-ECHO_MODEL_LABEL = "echo (shipped, apical 2D+t)"
-BROWSE_LABEL = "Browse…"
 JOB = "run"
 
 
@@ -198,23 +196,10 @@ class RunWidget(QWidget):
     def _populate_models(self, select: str | None = None) -> None:
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItem(DEFAULT_MODEL_LABEL, "")
-        if echo_model_available():
-            self.model_combo.addItem(ECHO_MODEL_LABEL, "echo")  # resolved by model_store.resolve_model
-        paths: list[str] = []
-        try:
-            folder = user_model_dir()
-            if folder.is_dir():
-                paths = [str(p) for p in sorted(folder.glob("*.pt"))]
-        except OSError:
-            pass
-        for extra in getattr(self, "_extra_models", []):
-            if extra not in paths and Path(extra).exists():
-                paths.append(extra)
-        for p in paths:
-            self.model_combo.addItem(Path(p).name, p)
-            self.model_combo.setItemData(self.model_combo.count() - 1, p, 3)  # Qt.ToolTipRole
-        self.model_combo.addItem(BROWSE_LABEL, None)
+        for label, data in model_entries(getattr(self, "_extra_models", [])):
+            self.model_combo.addItem(label, data)
+            if data not in ("", "echo", None):
+                self.model_combo.setItemData(self.model_combo.count() - 1, data, 3)  # Qt.ToolTipRole: the path
         idx = self.model_combo.findData(select) if select is not None else 0
         self.model_combo.setCurrentIndex(max(idx, 0))
         self._last_model_index = self.model_combo.currentIndex()

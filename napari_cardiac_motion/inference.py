@@ -15,8 +15,9 @@ input box was processed (``result.json`` carries it).
 Echo models (the model description's modality ``"US"``, see :mod:`.model_description`): the model sees
 the **whole frame** re-sampled to its pixel size where the clip's pixel size is known (the CAMUS
 full-resolution clips, 0.308 mm, are re-sampled to the model's 1 mm exactly as its training frames were
-made, :func:`.training.data.resample_case_arrays`), on the clip's own pixel grid where it is not (224×224
-CAMUS files, videos: ``spacing_known`` False, 1.0 per pixel); no heart finding (the MR region finder looks
+made, :func:`.training.data.resample_case_arrays`), and where it is not (videos, 224×224 CAMUS files:
+``spacing_known`` False) resized so that its larger side spans 224 model pixels, the scale of the 224² training
+views (:data:`ECHO_FIELD_PX`; a 224² file is read as it is); no heart finding (the MR region finder looks
 for a short-axis LV ringed by myocardium), no MR anatomy clean-up but the echo one
 (:func:`.postprocess.clean_echo_labels`), no quality control (MR-specific; ``metadata["qc_note"]`` says
 so), and the motion refinement's temporal term does not close the clip on itself (echo clips are often
@@ -171,12 +172,30 @@ def is_echo(description: ModelDescription | None) -> bool:
     return description is not None and description.is_echo
 
 
+#: model pixels across the larger side of an echo frame whose pixel size is unknown: CAMUS's 224² training
+#: views are whole frames resized to 224 × 224, so a video of any size is read at the scale they were
+ECHO_FIELD_PX = 224
+
+
+def echo_spacing_yx(cine: Cine | np.ndarray, spacing_yx: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The in-plane pixel size an echo model may rely on: ``spacing_yx``, or None when the clip has none
+    (``Cine.spacing_known`` False: a video, a file with 1.0 placeholders)."""
+    return None if isinstance(cine, Cine) and not cine.spacing_known else spacing_yx
+
+
 def echo_region(shape_yx: tuple[int, int], spacing_yx: tuple[float, float] | None, pixel_mm: float | None
                 ) -> Region:
-    """The region an echo model runs on: the whole frame at the model's pixel size (``spacing_yx`` None: the
-    clip's own pixel grid) from pixel (0, 0), up to and including the last row and column, padded on the
-    far side to a multiple of 16 (module docstring)."""
-    step = model_step(spacing_yx, pixel_mm)
+    """The region an echo model runs on: the whole frame at the model's pixel size from pixel (0, 0), up to and
+    including the last row and column, padded on the far side to a multiple of 16 (module docstring). With
+    ``spacing_yx`` None (unknown pixel size) the frame is resized, keeping its aspect, so that its larger side
+    spans :data:`ECHO_FIELD_PX` model pixels: a 224² CAMUS file stays as it is, a 388-pixel video frame is
+    shrunk and a 112-pixel one enlarged to the scale of the training views (read pixel for pixel, a large
+    video showed the heart three times too big: wrong labels, 30 s instead of 1.5 s)."""
+    if spacing_yx is None:
+        s = max(int(shape_yx[0]), int(shape_yx[1]), 1) / ECHO_FIELD_PX
+        step = (s, s)
+    else:
+        step = model_step(spacing_yx, pixel_mm)
     size = tuple(int(math.ceil((int(math.ceil((n - 1) / s - 1e-6)) + 1) / 16) * 16) for n, s in zip(shape_yx, step))
     return Region((0.0, 0.0), (float(step[0]), float(step[1])), (size[0], size[1]),
                   (int(shape_yx[0]), int(shape_yx[1])))
@@ -305,7 +324,11 @@ def predict_cine(
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
     echo = is_echo(description)
-    region, how = _region(data, model, spacing_yx, dev, use_amp, window, echo) if region is None else (region, "given")
+    if region is None:
+        region, how = _region(data, model, echo_spacing_yx(cine, spacing_yx) if echo else spacing_yx, dev, use_amp,
+                              window, echo)
+    else:
+        how = "given"
     refine = RefineSettings(closed_cycle=not echo) if refine is None else refine
     # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)
     qc_pixel = spacing_yx or (float(getattr(model.config, "pixel_mm", None) or 1.0),) * 2

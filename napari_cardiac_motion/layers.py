@@ -28,11 +28,19 @@ ARROW_MODES: dict[str, str] = {"from_ed": "from ED", "frame_to_frame": "frame to
 ARROW_SPACING_MM = 6.0
 
 
-def arrow_step(pixel_mm_yx) -> int:
+#: arrows across the larger side of a frame whose pixel size is unknown (placeholders of 1)
+ARROWS_ACROSS_UNKNOWN = 40
+
+
+def arrow_step(pixel_mm_yx, frame_yx=None) -> int:
     """Grid step (input pixels) of the motion arrows for in-plane pixels of ``pixel_mm_yx`` (mm, y then x):
     about :data:`ARROW_SPACING_MM` apart whatever the pixel size (a step fixed in pixels drew a 0.3 mm echo
-    clip's arrows 25 times as densely as an MR cine's). Placeholder pixels of 1 (no spacing) give 6 pixels."""
+    clip's arrows 25 times as densely as an MR cine's). Pixels of exactly 1 are placeholders when
+    ``frame_yx`` (the frame's size) is given: then about :data:`ARROWS_ACROSS_UNKNOWN` arrows span its larger
+    side (at least every 4th pixel; a 256-pixel frame gets 6, as 1 mm pixels would)."""
     px = [float(p) for p in pixel_mm_yx if np.isfinite(float(p)) and float(p) > 0]
+    if frame_yx is not None and px and all(p == 1.0 for p in px):
+        return max(4, int(round(max(int(n) for n in frame_yx) / ARROWS_ACROSS_UNKNOWN)))
     return max(1, int(round(ARROW_SPACING_MM / (sum(px) / len(px))))) if px else 4
 
 

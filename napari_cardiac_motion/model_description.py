@@ -184,8 +184,9 @@ ECHO_GEOMETRY: dict[str, Any] = {
     "layout": "2d+t",
     "slices": "one apical view per clip (Z = 1); motion is in-plane (dy, dx)",
     "orientation": "rows = depth with the apex at the top, columns = lateral",
-    "in_plane": "resampled to the model's pixel size where the pixel size is known; clips without one "
-                "(224x224 CAMUS files, videos) are used on their own pixel grid",
+    "in_plane": "resampled to the model's pixel size where the pixel size is known; a clip without one "
+                "(videos, 224x224 CAMUS files) is resized so that its larger side spans 224 model pixels, the "
+                "scale of the 224x224 training views",
 }
 
 #: echocardiography (CAMUS labels): 1 LV cavity, 2 LV myocardium, 3 left atrium. Keys ``LV`` and ``Myo`` are

@@ -105,3 +105,18 @@ def test_run_on_an_echo_clip_names_the_echo_structures(make_napari_viewer, qtbot
     # arrows about 6 mm apart on the 0.308 mm clip (every 19th pixel), not every 4th pixel as on MR
     xs = np.unique(np.round(mot.data[:, 0, -1] + mot.data[:, 1, -1], 3))  # arrow ends: the grid points
     assert np.diff(xs).min() >= 19 - 1e-6 and len(mot.data) < 150 * n_t, (np.diff(xs)[:5], len(mot.data))
+
+
+def test_the_run_panel_passes_on_that_a_clip_has_no_pixel_size():
+    """The reader marks a video (no physical pixel size) ``spacing_known`` False; the Run panel's snapshot of
+    the layer carries it into the cine the model reads (it was dropped: a video was taken as 1 mm pixels)."""
+    from napari.layers import Image
+
+    from napari_cardiac_motion.widgets._jobs import snapshot_to_cine
+    from napari_cardiac_motion.widgets._session import layer_snapshot
+
+    data = np.random.default_rng(0).random((3, 1, 40, 50)).astype(np.float32)
+    video = Image(data, name="video", metadata={"spacing": (1.0, 1.0, 1.0), "spacing_known": False})
+    scan = Image(data, name="scan", metadata={"spacing": (1.0, 0.3, 0.3)})
+    assert snapshot_to_cine(layer_snapshot(video)).spacing_known is False
+    assert snapshot_to_cine(layer_snapshot(scan)).spacing_known is True

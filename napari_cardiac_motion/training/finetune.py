@@ -178,6 +178,10 @@ def finetune(
     dev = resolve_device(device)
     spacing_yx = cine_spacing_yx(cine)
     m = max(0, int(s.jitter))
+    if desc.is_echo:  # an echo clip without a pixel size is read at the training views' scale (echo_region)
+        from ..inference import echo_spacing_yx
+
+        spacing_yx = echo_spacing_yx(cine, spacing_yx)
     check_region, train_region = finetune_regions(corr_full, mask, model, spacing_yx, m, whole_frame=desc.is_echo)
     image, corr = sample_region(data, corr_full, train_region, dev)  # (T, Z, H+2m, W+2m)
     ch, cw = check_region.size

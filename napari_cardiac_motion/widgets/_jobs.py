@@ -81,6 +81,8 @@ class LayerSnapshot:
     spacing: tuple[float, float, float]
     frame_interval_ms: float
     affine: np.ndarray
+    #: False when the file had no physical pixel size (the reader's ``metadata["spacing_known"]``): a video
+    spacing_known: bool = True
 
 
 def snapshot_to_cine(snap: LayerSnapshot) -> Cine:
@@ -88,7 +90,7 @@ def snapshot_to_cine(snap: LayerSnapshot) -> Cine:
     if data.ndim == 3:
         data = data[None]  # one frame
     return Cine(data=data, spacing=snap.spacing, frame_interval_ms=snap.frame_interval_ms,
-                affine=snap.affine, name=snap.name)
+                affine=snap.affine, name=snap.name, spacing_known=snap.spacing_known)
 
 
 @dataclass
@@ -108,8 +110,8 @@ class PredictionOutput:
 def _arrows(result, arrow_mode: str, pixel_mm_yx):
     from ..layers import arrow_step, motion_vectors
 
-    return motion_vectors(result.motion, result.labels, step=arrow_step(pixel_mm_yx), mode=arrow_mode,
-                          min_magnitude=ARROW_MIN_LENGTH)
+    return motion_vectors(result.motion, result.labels, step=arrow_step(pixel_mm_yx, result.labels.shape[-2:]),
+                          mode=arrow_mode, min_magnitude=ARROW_MIN_LENGTH)
 
 
 def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str, ed_frame: int | None,
@@ -214,4 +216,5 @@ def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, pixel_mm_yx=(1
     """Arrows ``(vectors, magnitudes)`` for another arrow mode (``pixel_mm_yx``: the image's in-plane pixel, mm)."""
     from ..layers import arrow_step, motion_vectors
 
-    return motion_vectors(motion, labels, step=arrow_step(pixel_mm_yx), mode=mode, min_magnitude=ARROW_MIN_LENGTH)
+    return motion_vectors(motion, labels, step=arrow_step(pixel_mm_yx, np.shape(labels)[-2:]), mode=mode,
+                          min_magnitude=ARROW_MIN_LENGTH)

@@ -37,13 +37,14 @@ def layer_snapshot(layer) -> LayerSnapshot:
     return LayerSnapshot(
         data=layer.data, name=layer.name, scale=scale, translate=translate, spacing=spacing,  # type: ignore[arg-type]
         frame_interval_ms=float(meta.get("frame_interval_ms", 0.0) or 0.0), affine=np.asarray(affine, float),
+        spacing_known=bool(meta.get("spacing_known", True)),
     )
 
 
-def arrow_width(scale_yx) -> float:
-    """Edge width of the motion arrows (world units) for an image of in-plane scale ``scale_yx`` (mm): a fixed
-    fraction of the arrows' grid spacing (0.35 pixel at 4 pixels' spacing)."""
-    return 0.35 / 4 * arrow_step(scale_yx) * min(float(s) for s in scale_yx)
+def arrow_width(scale_yx, frame_yx=None) -> float:
+    """Edge width of the motion arrows (world units) for an image of in-plane scale ``scale_yx`` (mm) and frame
+    size ``frame_yx``: a fixed fraction of the arrows' grid spacing (0.35 pixel at 4 pixels' spacing)."""
+    return 0.35 / 4 * arrow_step(scale_yx, frame_yx) * min(float(s) for s in scale_yx)
 
 
 def vector_style(magnitudes: np.ndarray, step: int) -> dict:
@@ -150,8 +151,8 @@ class LayerBinding:
         else:
             layer = viewer.add_vectors(
                 np.zeros((0, 2, 4), np.float32), ndim=4, name=self.unique_name(MOTION_LAYER, snapshot.name, None),
-                edge_width=arrow_width(scale[-2:]), vector_style="arrow", projection_mode="none", opacity=1.0,
-                **common)
+                edge_width=arrow_width(scale[-2:], np.shape(snapshot.data)[-2:]), vector_style="arrow",
+                projection_mode="none", opacity=1.0, **common)
         self.placeholders.setdefault(key, {})[kind] = layer
         return True
 
@@ -212,7 +213,8 @@ class LayerBinding:
         """Create or update the image's Vectors layer (arrows ``(N, 2, 4)``, magnitudes ``(N,)`` mm)."""
         img = self.state.image(key)
         scale, translate = img.scale, img.translate
-        style = vector_style(magnitudes, arrow_step(scale[-2:]))
+        frame = img.result.labels.shape[-2:] if img.result is not None else None
+        style = vector_style(magnitudes, arrow_step(scale[-2:], frame))
         layer = self.layer(key, "motion") or self._adopt(key, "motion")
         viewer = self.viewer
         if layer is not None and layer.ndim == 4:
@@ -222,8 +224,9 @@ class LayerBinding:
             viewer.layers.remove(layer)
         return viewer.add_vectors(
             vectors, ndim=4, name=self.unique_name(MOTION_LAYER, img.name, None), features={"magnitude": magnitudes},
-            edge_color="magnitude", edge_width=arrow_width(scale[-2:]), vector_style="arrow", projection_mode="none",
-            scale=scale, translate=translate, metadata=metadata, opacity=1.0, axis_labels=AXIS_LABELS, **style,
+            edge_color="magnitude", edge_width=arrow_width(scale[-2:], frame), vector_style="arrow",
+            projection_mode="none", scale=scale, translate=translate, metadata=metadata, opacity=1.0,
+            axis_labels=AXIS_LABELS, **style,
         )
 
     def show_arrows(self, key: Hashable, vectors: np.ndarray, magnitudes: np.ndarray, mode: str) -> None:

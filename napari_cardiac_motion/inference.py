@@ -241,11 +241,14 @@ def tta_default(tta: bool | None, description: ModelDescription | None) -> bool:
 
 
 def _region(data: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float, float] | None,
-            device: torch.device, use_amp: bool, window: tuple[float, float], echo: bool) -> tuple[Region, str]:
-    """The processed region and how it was found: the whole frame for echo, else :func:`plan_region`."""
+            device: torch.device, window: tuple[float, float], echo: bool,
+            cine: Cine | np.ndarray | None = None) -> tuple[Region, str]:
+    """The processed region and how it was found: the whole frame for echo (at the training views' scale when
+    ``cine`` has no pixel size: :func:`echo_spacing_yx`), else :func:`plan_region`."""
     if echo:
-        return echo_region(data.shape[-2:], spacing_yx, getattr(model.config, "pixel_mm", None)), "whole frame (echo)"
-    return plan_region(data, model, spacing_yx, device, use_amp, window)
+        pixel = getattr(model.config, "pixel_mm", None)
+        return echo_region(data.shape[-2:], echo_spacing_yx(cine, spacing_yx), pixel), "whole frame (echo)"
+    return plan_region(data, model, spacing_yx, device, device.type == "cuda", window)
 
 
 def _clean_up(echo: bool, largest_component: bool, emptied: list[tuple[int, int]],
@@ -324,11 +327,7 @@ def predict_cine(
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
     spacing_yx = (float(spacing[1]), float(spacing[2])) if spacing is not None else None
     echo = is_echo(description)
-    if region is None:
-        region, how = _region(data, model, echo_spacing_yx(cine, spacing_yx) if echo else spacing_yx, dev, use_amp,
-                              window, echo)
-    else:
-        how = "given"
+    region, how = _region(data, model, spacing_yx, dev, window, echo, cine) if region is None else (region, "given")
     refine = RefineSettings(closed_cycle=not echo) if refine is None else refine
     # QC's pixel size (mm): the cine's, else the model's (an array without spacing is taken to be at it)
     qc_pixel = spacing_yx or (float(getattr(model.config, "pixel_mm", None) or 1.0),) * 2

@@ -123,9 +123,11 @@ def corrected_inputs(cine: Cine | np.ndarray, corrections: np.ndarray, descripti
     return data, corr_full, mask
 
 
-def cine_spacing_yx(cine: Cine | np.ndarray) -> tuple[float, float] | None:
-    """In-plane ``(dy, dx)`` mm of a :class:`Cine` (``None`` for a bare array or unknown spacing)."""
-    if isinstance(cine, Cine) and cine.spacing is not None:
+def cine_spacing_yx(cine: Cine | np.ndarray, echo: bool = False) -> tuple[float, float] | None:
+    """In-plane ``(dy, dx)`` mm of a :class:`Cine` (``None`` for a bare array or unknown spacing; with ``echo``
+    also for a clip without a pixel size, which echo models read at their training views' scale:
+    :func:`..inference.echo_region`)."""
+    if isinstance(cine, Cine) and cine.spacing is not None and (cine.spacing_known or not echo):
         return (float(cine.spacing[1]), float(cine.spacing[2]))
     return None
 
@@ -176,12 +178,8 @@ def finetune(
     s = for_corrections(s, mask)
     n_t = data.shape[0]
     dev = resolve_device(device)
-    spacing_yx = cine_spacing_yx(cine)
+    spacing_yx = cine_spacing_yx(cine, echo=desc.is_echo)
     m = max(0, int(s.jitter))
-    if desc.is_echo:  # an echo clip without a pixel size is read at the training views' scale (echo_region)
-        from ..inference import echo_spacing_yx
-
-        spacing_yx = echo_spacing_yx(cine, spacing_yx)
     check_region, train_region = finetune_regions(corr_full, mask, model, spacing_yx, m, whole_frame=desc.is_echo)
     image, corr = sample_region(data, corr_full, train_region, dev)  # (T, Z, H+2m, W+2m)
     ch, cw = check_region.size

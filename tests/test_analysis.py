@@ -130,3 +130,20 @@ def test_readout_says_what_the_labels_cannot_give():
     assert any("7, 9" in n and "not structures" in n for n in m.notes), m.notes
     empty = compute_measurements(np.zeros((3, 2, 32, 32), np.uint8), (8.0, 1.5, 1.5), 40.0)
     assert any("no LV blood pool at ED" in n for n in empty.notes), empty.notes
+
+
+def test_volume_plot_of_a_clip_without_pixel_size_says_so():
+    """An echo video has no pixel size, so no volumes: the plot says so instead of an empty axis and legend."""
+    import dataclasses
+
+    from matplotlib.figure import Figure
+
+    from napari_cardiac_motion.analysis.report import plot_volumes
+
+    lab = np.zeros((3, 1, 32, 32), np.uint8)
+    lab[:, :, 8:20, 8:20] = 1
+    m = compute_measurements(lab, (1.0, 1.0, 1.0), 40.0)
+    m = dataclasses.replace(m, lv_volume_ml=np.full(3, np.nan))
+    ax = Figure().add_subplot()
+    plot_volumes(ax, m)
+    assert any("no pixel size" in t.get_text() for t in ax.texts) and ax.get_legend() is None

@@ -352,7 +352,9 @@ def test_first_run_fills_layers_made_while_it_works(make_napari_viewer, qtbot, m
     assert len(seg.features) == 4 and "LV myocardium" in list(seg.features["name"])  # the model's classes
     assert [ly.name for ly in viewer.layers] == [image.name, "segmentation", "motion"]
     assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
-    assert seg in function._labels_layers() and motion_legend(viewer, (8.0, 1.5, 1.5)) is not None
+    legend, no_size = motion_legend(viewer, (8.0, 1.5, 1.5)), motion_legend(viewer, (1.0, 1.0, 1.0), False)
+    assert legend[3] == "mm" and no_size[3] == "pixels"  # a video's arrows are not in mm
+    assert legend[1] == pytest.approx(1.5 * no_size[1])
 
 
 _CLOSE_AT_ONCE = """

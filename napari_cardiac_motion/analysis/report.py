@@ -130,7 +130,11 @@ def plot_volumes(ax, m: Measurements) -> None:
     counted slices as open squares (names and colours of the model's classes)."""
     t, unit = m.time_axis()
     d = m.description
-    ax.plot(t, m.lv_volume_ml, "-o", color=d.hex_color("LV"), ms=3, label="LV")
+    if np.isfinite(m.lv_volume_ml).any():
+        ax.plot(t, m.lv_volume_ml, "-o", color=d.hex_color("LV"), ms=3, label="LV")
+    else:  # an echo clip without a pixel size (a video): no volumes, say so rather than draw an empty axis
+        ax.text(0.5, 0.5, "no volumes: the image has no pixel size", transform=ax.transAxes, ha="center",
+                va="center", fontsize=8, color="0.35")
     if np.any(m.rv_volume_ml > 0):
         ax.plot(t, m.rv_volume_ml, "-o", color=d.hex_color("RV"), ms=3, label="RV")
     counted = (("lv_edv_ml", m.ed_frame, "LV"), ("lv_esv_ml", m.es_frame, "LV"),
@@ -144,7 +148,8 @@ def plot_volumes(ax, m: Measurements) -> None:
         ax.annotate(name, (t[f], 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=8)
     ax.set_xlabel(f"time ({unit})")
     ax.set_ylabel("volume (ml)")
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
 
 

@@ -46,8 +46,8 @@ def warm_up() -> None:
 
 
 def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_ratio: float = 1.0,
-                  motion_legend: tuple[float, float, str] | None = None) -> RenderedCurves:
-    """Render the panel's curves (any thread). ``motion_legend``: (low, high) mm and colormap of the arrows."""
+                  motion_legend: tuple[float, float, str, str] | None = None) -> RenderedCurves:
+    """Render the panel's curves (any thread). ``motion_legend``: (low, high), colormap and unit of the arrows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -72,8 +72,8 @@ def render_curves(m: Measurements, width_px: int, height_px: int, device_pixel_r
     return RenderedCurves(rgba, fig, [ax_v, ax_s], float(device_pixel_ratio))
 
 
-def _motion_colour_bar(cax, low_mm: float, high_mm: float, cmap: str) -> None:
-    """Colour bar of the motion arrows (their colour is displacement magnitude) in mm."""
+def _motion_colour_bar(cax, low_mm: float, high_mm: float, cmap: str, unit: str = "mm") -> None:
+    """Colour bar of the motion arrows (their colour is displacement magnitude) in ``unit`` (mm, or pixels)."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -81,7 +81,7 @@ def _motion_colour_bar(cax, low_mm: float, high_mm: float, cmap: str) -> None:
     cm = colormaps[cmap] if cmap in colormaps else colormaps["plasma"]
     cb = cax.figure.colorbar(ScalarMappable(Normalize(low_mm, max(high_mm, low_mm + 1e-6)), cmap=cm), cax=cax,
                              orientation="horizontal")
-    cb.set_label("motion arrows: displacement from ED (mm)", fontsize=7, labelpad=1)
+    cb.set_label(f"motion arrows: displacement from ED ({unit})", fontsize=7, labelpad=1)
     cb.ax.tick_params(labelsize=7)
 
 

@@ -152,15 +152,16 @@ def dicom_seg_source(viewer, seg_layer) -> tuple[str | None, str]:
     return str(Path(path) if Path(path).is_dir() else Path(path).parent), ""
 
 
-def motion_legend(viewer, spacing) -> tuple[float, float, str] | None:
-    """(low, high) mm and colormap name of the ``motion`` arrows' colours (their magnitudes are pixels)."""
+def motion_legend(viewer, spacing, spacing_known: bool = True) -> tuple[float, float, str, str] | None:
+    """(low, high), colormap name and unit of the ``motion`` arrows' colours (their magnitudes are pixels):
+    mm, or pixels when the image has no pixel size."""
     layer = next((ly for ly in viewer.layers if ly.name.startswith(MOTION_LAYER)
                   and getattr(ly, "edge_contrast_limits", None) is not None and len(ly.data)), None)
     if layer is None:  # none, or only the empty layer of a Run still working
         return None
-    px = float(np.mean(spacing[1:]))
+    px = float(np.mean(spacing[1:])) if spacing_known else 1.0
     lo, hi = (float(v) for v in layer.edge_contrast_limits)
-    return lo * px, hi * px, str(getattr(layer.edge_colormap, "name", "plasma"))
+    return lo * px, hi * px, str(getattr(layer.edge_colormap, "name", "plasma")), "mm" if spacing_known else "pixels"
 
 
 def is_echo_readout(inputs: dict[str, Any]) -> bool:

@@ -255,7 +255,7 @@ class FunctionWidget(QWidget):
         self._dirty = False  # the job's progress says "Computing the read-out…"
         w, h, dpr = self.canvas.render_size()
         render = {"width_px": w, "height_px": h, "device_pixel_ratio": dpr,
-                  "motion_legend": motion_legend(self.viewer, inputs["spacing"])}
+                  "motion_legend": motion_legend(self.viewer, inputs["spacing"], inputs.get("spacing_known", True))}
         self.runner.start_read_only(self.readout_key.owner, READOUT_JOB, readout_job, inputs,
                                     *self._frames_and_body(), render, self.slices.overrides,
                                     on_result=self._on_result, on_error=self._on_error)

@@ -177,9 +177,10 @@ def is_echo(description: ModelDescription | None) -> bool:
 ECHO_FIELD_PX = 224
 
 
-def echo_spacing_yx(cine: Cine | np.ndarray, spacing_yx: tuple[float, float] | None) -> tuple[float, float] | None:
-    """The in-plane pixel size an echo model may rely on: ``spacing_yx``, or None when the clip has none
-    (``Cine.spacing_known`` False: a video, a file with 1.0 placeholders)."""
+def known_spacing_yx(cine: Cine | np.ndarray, spacing_yx: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The in-plane pixel size the cine really has: ``spacing_yx``, or None when it has none (``Cine.spacing_known``
+    False: a video, a file with 1.0 placeholders). Echo models then read the frame at their training views' scale
+    (:func:`echo_region`), and ``result.json`` gives no model pixel size in mm."""
     return None if isinstance(cine, Cine) and not cine.spacing_known else spacing_yx
 
 
@@ -244,10 +245,10 @@ def _region(data: np.ndarray, model: JointMotionSegNet, spacing_yx: tuple[float,
             device: torch.device, window: tuple[float, float], echo: bool,
             cine: Cine | np.ndarray | None = None) -> tuple[Region, str]:
     """The processed region and how it was found: the whole frame for echo (at the training views' scale when
-    ``cine`` has no pixel size: :func:`echo_spacing_yx`), else :func:`plan_region`."""
+    ``cine`` has no pixel size: :func:`known_spacing_yx`), else :func:`plan_region`."""
     if echo:
         pixel = getattr(model.config, "pixel_mm", None)
-        return echo_region(data.shape[-2:], echo_spacing_yx(cine, spacing_yx), pixel), "whole frame (echo)"
+        return echo_region(data.shape[-2:], known_spacing_yx(cine, spacing_yx), pixel), "whole frame (echo)"
     return plan_region(data, model, spacing_yx, device, device.type == "cuda", window)
 
 
@@ -321,7 +322,6 @@ def predict_cine(
     _check_arguments(motion_mode, ed_frame, n_t, tta_on and is_echo(description))
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    use_amp = dev.type == "cuda"
     # frames per chunk: at most 240 (CPU) / 2048 (GPU), and at most ~64 MB of input pixels
     max_frames = int(batch_size or min(2048 if dev.type != "cpu" else 240, max(1, (16 << 20) // (h * w))))
     window = intensity_window(data)  # per-cine [1, 99] percentile window, applied chunk by chunk
@@ -336,14 +336,15 @@ def predict_cine(
                         motion_mode=motion_mode, refine=refine, qc=qc and not echo, qc_pixel=qc_pixel,
                         progress=progress, cancel=cancel, fuse=fuse)
     emptied: list[tuple[int, int]] = []  # (frame, slice) pairs the clean-up's valve rule emptied
-    with torch.inference_mode(), autocast_for(dev, use_amp):
+    with torch.inference_mode(), autocast_for(dev):  # float16 on CUDA
         ed = runner.run_passes(slice_chunks(n_z, n_t, max_frames), ed_frame,
                                clean=_clean_up(echo, largest_component, emptied, description))
     lv = lv_voxels(runner.labels)
     es = ed_es_from_lv_volumes(lv)[1] if n_t > 1 else ed
     qc_result = None if runner.evidence is None else assess(
         runner.labels, runner.motion, runner.evidence, ed, pixel_mm=float(np.mean(qc_pixel)), n_classes=model.config.num_classes)
-    meta = _metadata(region.to_dict(spacing_yx), how, tta_on, refine.to_dict() if runner.do_refine else None,
-                     motion_mode, largest_component, emptied, qc_result, echo, runner.fuse)
+    meta = _metadata(region.to_dict(known_spacing_yx(cine, spacing_yx)), how, tta_on,
+                     refine.to_dict() if runner.do_refine else None, motion_mode, largest_component, emptied,
+                     qc_result, echo, runner.fuse)
     return InferenceResult(runner.labels, runner.motion, ed, es, lv, str(dev), time.perf_counter() - t0,
                            metadata=meta, qc=qc_result)

@@ -251,6 +251,7 @@ def test_a_clip_without_pixel_size_is_read_at_the_training_views_scale():
     r = predict_cine(video, model, description=describe(meta), device="cpu", ed_frame=0)
     assert r.metadata["region"]["input_pixels_per_model_pixel_yx"][0] == pytest.approx(max(frame.shape[-2:]) / 224)
     assert dice(r.labels[0, 0] == 1, gt.squeeze().T == 1) > 0.85  # 0.39 read pixel for pixel
+    assert "model_pixel_mm_yx" not in r.metadata["region"]  # no size in mm claimed for a clip that has none
 
 
 def test_function_panel_readout_of_an_echo_result(tmp_path):

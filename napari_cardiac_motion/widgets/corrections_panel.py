@@ -54,6 +54,8 @@ class CorrectionsPanel(QWidget):
         self.qc_list.setToolTip("Slices where the model's own evidence (its uncertainty, its motion, the "
                                 "anatomy) says the labels are most likely wrong, worst first. Click one to go there.")
         self.qc_list.setMaximumHeight(120)
+        self.qc_list.setWordWrap(True)  # the reasons are long: wrapped in the narrow dock, not scrolled sideways
+        self.qc_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.qc_list.itemClicked.connect(self._on_item_clicked)
         self.revert_button = QPushButton("Revert slice")
         self.revert_button.setToolTip("Put the model's labels back on the selected slice (Undo brings yours back).")

@@ -28,20 +28,24 @@ ARROW_MODES: dict[str, str] = {"from_ed": "from ED", "frame_to_frame": "frame to
 ARROW_SPACING_MM = 6.0
 
 
-#: arrows across the larger side of a frame whose pixel size is unknown (placeholders of 1)
+#: arrows across the larger side of a frame whose pixel size is unknown (a video)
 ARROWS_ACROSS_UNKNOWN = 40
 
 
 def arrow_step(pixel_mm_yx, frame_yx=None) -> int:
     """Grid step (input pixels) of the motion arrows for in-plane pixels of ``pixel_mm_yx`` (mm, y then x):
     about :data:`ARROW_SPACING_MM` apart whatever the pixel size (a step fixed in pixels drew a 0.3 mm echo
-    clip's arrows 25 times as densely as an MR cine's). Pixels of exactly 1 are placeholders when
-    ``frame_yx`` (the frame's size) is given: then about :data:`ARROWS_ACROSS_UNKNOWN` arrows span its larger
-    side (at least every 4th pixel; a 256-pixel frame gets 6, as 1 mm pixels would)."""
+    clip's arrows 25 times as densely as an MR cine's). ``pixel_mm_yx`` None (the image has no pixel size):
+    about :data:`ARROWS_ACROSS_UNKNOWN` arrows across the larger side of ``frame_yx``, at least every 4th pixel."""
+    if pixel_mm_yx is None:
+        return max(4, int(round(max(int(n) for n in frame_yx) / ARROWS_ACROSS_UNKNOWN))) if frame_yx else 4
     px = [float(p) for p in pixel_mm_yx if np.isfinite(float(p)) and float(p) > 0]
-    if frame_yx is not None and px and all(p == 1.0 for p in px):
-        return max(4, int(round(max(int(n) for n in frame_yx) / ARROWS_ACROSS_UNKNOWN)))
     return max(1, int(round(ARROW_SPACING_MM / (sum(px) / len(px))))) if px else 4
+
+
+def cine_arrow_step(cine) -> int:
+    """:func:`arrow_step` of a :class:`~.cine.Cine`: from its pixel size, or its frame size when it has none."""
+    return arrow_step(cine.spacing[-2:] if cine.spacing_known else None, np.shape(cine.data)[-2:])
 
 
 def label_colormap_dict(description: ModelDescription | None = None

@@ -167,3 +167,4 @@ def test_arrows_are_spaced_in_millimetres():
     assert arrow_step((1.5, 1.5)) == 4 and arrow_step((0.308, 0.308)) == 19 and arrow_step((1.0, 1.0)) == 6
     assert arrow_step((0.7, 0.7)) == 9 and arrow_step((20.0, 20.0)) == 1
     assert arrow_step((float("nan"), 0.0)) == 4  # nothing usable: the MR default
+    assert arrow_step(None, (388, 388)) == 10 and arrow_step(None, (112, 112)) == 4  # no pixel size: ~40 across

@@ -79,7 +79,8 @@ def labels_layers(viewer) -> list:
 
     from ._layer_binding import is_placeholder
 
-    return [ly for ly in viewer.layers if isinstance(ly, Labels) and ly.ndim in (3, 4) and not is_placeholder(ly)]
+    return [ly for ly in viewer.layers
+            if isinstance(ly, Labels) and why_labels_not_offered(ly) is None and not is_placeholder(ly)]
 
 
 def why_labels_not_offered(layer) -> str | None:

@@ -107,11 +107,10 @@ class PredictionOutput:
     extra: dict = field(default_factory=dict)
 
 
-def _arrows(result, arrow_mode: str, pixel_mm_yx):
-    from ..layers import arrow_step, motion_vectors
+def _arrows(result, arrow_mode: str, step: int):
+    from ..layers import motion_vectors
 
-    return motion_vectors(result.motion, result.labels, step=arrow_step(pixel_mm_yx, result.labels.shape[-2:]),
-                          mode=arrow_mode, min_magnitude=ARROW_MIN_LENGTH)
+    return motion_vectors(result.motion, result.labels, step=step, mode=arrow_mode, min_magnitude=ARROW_MIN_LENGTH)
 
 
 def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str, ed_frame: int | None,
@@ -126,7 +125,9 @@ def _predict(cine: Cine, model, meta: dict, model_path: str | None, device: str,
     # an echo model (modality US) takes the echo path
     result = inference.predict_cine(cine, model, device=device, ed_frame=ed_frame, progress=progress, cancel=cancel,
                                     description=describe(meta), tta=tta)
-    vectors, mags = _arrows(result, arrow_mode, cine.spacing[-2:])
+    from ..layers import cine_arrow_step
+
+    vectors, mags = _arrows(result, arrow_mode, cine_arrow_step(cine))
     shown = np.array(result.labels, dtype=np.uint8, copy=True)  # the labels to show and paint (made here,
     return PredictionOutput(cine, result, model_path, meta, vectors, mags, history,  # not on the GUI thread)
                             extra={"shown": shown})
@@ -211,10 +212,9 @@ def propagate_job(labels_slice: np.ndarray, motion_slice: np.ndarray, source_fra
     return propagate_labels(labels_slice, motion_slice, source_frame)
 
 
-def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, pixel_mm_yx=(1.5, 1.5), *, progress: Progress,
+def arrows_job(motion: np.ndarray, labels: np.ndarray, mode: str, step: int = 4, *, progress: Progress,
                cancel: Cancel):
-    """Arrows ``(vectors, magnitudes)`` for another arrow mode (``pixel_mm_yx``: the image's in-plane pixel, mm)."""
-    from ..layers import arrow_step, motion_vectors
+    """Arrows ``(vectors, magnitudes)`` for another arrow mode, every ``step`` pixels (``layers.cine_arrow_step``)."""
+    from ..layers import motion_vectors
 
-    return motion_vectors(motion, labels, step=arrow_step(pixel_mm_yx, np.shape(labels)[-2:]), mode=mode,
-                          min_magnitude=ARROW_MIN_LENGTH)
+    return motion_vectors(motion, labels, step=step, mode=mode, min_magnitude=ARROW_MIN_LENGTH)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..conventions import AXIS_LABELS, MOTION_LAYER, SEGMENTATION_LAYER
 from ..corrections import Pair
-from ..layers import arrow_step
+from ..layers import arrow_step, cine_arrow_step
 from ..state import ImageState, ViewerState
 from ._jobs import LayerSnapshot
 from ._napari_compat import napari_private, unwrap
@@ -41,10 +41,10 @@ def layer_snapshot(layer) -> LayerSnapshot:
     )
 
 
-def arrow_width(scale_yx, frame_yx=None) -> float:
-    """Edge width of the motion arrows (world units) for an image of in-plane scale ``scale_yx`` (mm) and frame
-    size ``frame_yx``: a fixed fraction of the arrows' grid spacing (0.35 pixel at 4 pixels' spacing)."""
-    return 0.35 / 4 * arrow_step(scale_yx, frame_yx) * min(float(s) for s in scale_yx)
+def arrow_width(scale_yx, step: int) -> float:
+    """Edge width of the motion arrows (world units) for an image of in-plane scale ``scale_yx`` and arrows every
+    ``step`` pixels: a fixed fraction of the grid spacing (0.35 pixel at 4 pixels' spacing)."""
+    return 0.35 / 4 * step * min(float(s) for s in scale_yx)
 
 
 def vector_style(magnitudes: np.ndarray, step: int) -> dict:
@@ -149,10 +149,11 @@ class LayerBinding:
                                       name=self.unique_name(SEGMENTATION_LAYER, snapshot.name, None), **common)
             layer.editable = False  # nothing to paint on until the result lands
         else:
+            step = arrow_step(snapshot.spacing[-2:] if snapshot.spacing_known else None, np.shape(snapshot.data)[-2:])
             layer = viewer.add_vectors(
                 np.zeros((0, 2, 4), np.float32), ndim=4, name=self.unique_name(MOTION_LAYER, snapshot.name, None),
-                edge_width=arrow_width(scale[-2:], np.shape(snapshot.data)[-2:]), vector_style="arrow",
-                projection_mode="none", opacity=1.0, **common)
+                edge_width=arrow_width(scale[-2:], step), vector_style="arrow", projection_mode="none", opacity=1.0,
+                **common)
         self.placeholders.setdefault(key, {})[kind] = layer
         return True
 
@@ -213,8 +214,8 @@ class LayerBinding:
         """Create or update the image's Vectors layer (arrows ``(N, 2, 4)``, magnitudes ``(N,)`` mm)."""
         img = self.state.image(key)
         scale, translate = img.scale, img.translate
-        frame = img.result.labels.shape[-2:] if img.result is not None else None
-        style = vector_style(magnitudes, arrow_step(scale[-2:], frame))
+        step = cine_arrow_step(img.cine) if img.cine is not None else arrow_step(scale[-2:])
+        style = vector_style(magnitudes, step)
         layer = self.layer(key, "motion") or self._adopt(key, "motion")
         viewer = self.viewer
         if layer is not None and layer.ndim == 4:
@@ -224,7 +225,7 @@ class LayerBinding:
             viewer.layers.remove(layer)
         return viewer.add_vectors(
             vectors, ndim=4, name=self.unique_name(MOTION_LAYER, img.name, None), features={"magnitude": magnitudes},
-            edge_color="magnitude", edge_width=arrow_width(scale[-2:], frame), vector_style="arrow",
+            edge_color="magnitude", edge_width=arrow_width(scale[-2:], step), vector_style="arrow",
             projection_mode="none", scale=scale, translate=translate, metadata=metadata, opacity=1.0,
             axis_labels=AXIS_LABELS, **style,
         )

@@ -56,8 +56,7 @@ def image_layers(viewer) -> list:
     """Image layers the model can run on: 4D ``(T, Z, Y, X)`` or 3D ``(Z, Y, X)`` (one frame), not RGB."""
     from napari.layers import Image
 
-    return [ly for ly in viewer.layers
-            if isinstance(ly, Image) and ly.ndim in (3, 4) and not ly.rgb and not ly.multiscale]
+    return [ly for ly in viewer.layers if isinstance(ly, Image) and why_not_offered(ly) is None]
 
 
 def why_not_offered(layer) -> str | None:

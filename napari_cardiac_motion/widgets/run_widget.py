@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..devices import available_devices
-from ..layers import ARROW_MODES
+from ..layers import ARROW_MODES, cine_arrow_step
 from ..state import StateEvent
 from ._jobs import JobProgress, arrows_job, predict_job, warm_imports
 from ._session import Session, get_session, layer_snapshot, unwrap
@@ -367,7 +367,7 @@ class RunWidget(QWidget):
         if mode == img.arrow_mode:
             return
         self.session.runner.start(key, "arrows", arrows_job, img.result.motion, img.result.labels, mode,
-                                  img.scale[-2:], name=img.name,
+                                  cine_arrow_step(img.cine), name=img.name,
                                   on_result=lambda vm: self.session.show_arrows(key, *vm, mode))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
